@@ -1,0 +1,41 @@
+"""mplib: movement pruning (Sanh, Wolf & Rush 2020), every score and straight-through estimator.
+
+Importing mplib has no side effects: it does not seed random generators, change warnings,
+logging or plot state, or touch the network.
+"""
+
+from .config import METHODS, PruningConfig
+from .distill import distillation_loss
+from .global_topk import global_budgets, kth_largest
+from .masked import MaskedLinear
+from .optim import param_groups
+from .pruner import Pruner
+from .regularizers import expected_l0, l1_sigmoid
+from .report import remaining_fraction, sparsity_report
+from .schedule import cubic_schedule
+from .surgery import bake, masked_layers, unwrap, wrap
+from .topk import keep_count, topk_mask
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "MaskedLinear",
+    "Pruner",
+    "PruningConfig",
+    "bake",
+    "cubic_schedule",
+    "distillation_loss",
+    "expected_l0",
+    "global_budgets",
+    "keep_count",
+    "kth_largest",
+    "l1_sigmoid",
+    "masked_layers",
+    "param_groups",
+    "remaining_fraction",
+    "sparsity_report",
+    "topk_mask",
+    "unwrap",
+    "wrap",
+]

@@ -1,0 +1,218 @@
+"""What to prune and how: :class:`PruningConfig`, validated when it is made.
+
+Each knob is named by its meaning (paper Table 1, §3-4):
+
+* ``keep_ratio`` -- the fraction of weights KEPT at the end of the schedule (the paper's
+  ``v`` in Top_v; "10 % remaining" is ``keep_ratio=0.1``, sparsity ``1 - keep_ratio``);
+* ``tau`` -- a threshold: on ``sigmoid(S)`` for ``soft_movement``, on ``S`` for ``threshold``;
+* ``lam`` -- the final weight of the sparsity penalty (``soft_movement``, ``l0``).
+
+The paper's code used one overloaded ``threshold`` argument for all three; we do not.
+
+Taught in: book/01_masks_and_magnitude.ipynb (methods), book/00_intro.md (glossary).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+# method -> (uses keep_ratio, uses tau, uses lam, has scores)
+METHODS: dict[str, tuple[bool, bool, bool, bool]] = {
+    "magnitude": (True, False, False, False),
+    "movement": (True, False, False, True),
+    "soft_movement": (False, True, True, True),
+    "l0": (False, False, True, True),
+    "threshold": (False, True, False, True),
+    "random": (True, False, False, True),
+    "accumulated_movement": (True, False, False, True),
+    "snip": (True, False, False, True),
+}
+"""Every mask rule mplib knows, with which knobs it reads."""
+
+LEARNED_SCORE_METHODS = ("movement", "soft_movement", "l0", "threshold")
+"""Methods whose scores ``S`` are a trained ``nn.Parameter`` (straight-through or hard-concrete)."""
+
+SCORE_INITS = ("constant", "uniform", "kaiming")
+
+L0_INIT = math.log(0.9 / 0.1)  # logit(0.9) = 2.197: gates start about 90 % open (authors' recipe)
+
+
+def _as_patterns(value) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+@dataclass
+class PruningConfig:
+    """Configuration of one pruning run.
+
+    Args:
+        method: one of :data:`METHODS`: ``magnitude`` (Top_v of ``|W|``), ``movement``
+            (Top_v of learned scores, straight-through), ``soft_movement``
+            (``sigmoid(S) > tau`` plus an L1 penalty on ``sigmoid(S)``), ``l0`` (hard-concrete
+            gates plus expected-L0 penalty), ``threshold`` (``S > tau``, straight-through),
+            and the contrast baselines ``random``, ``accumulated_movement`` (scores
+            ``-sum_t W*grad_W``, no straight-through: SparseML's "movement") and ``snip``
+            (``sum_t |W*grad_W|``).
+        keep_ratio: final fraction of weights kept, in (0, 1]. Required by the Top_v methods
+            (magnitude, movement, random, accumulated_movement, snip); an error for the others,
+            whose sparsity comes from ``tau``/``lam``.
+        tau: final threshold. ``soft_movement``: on ``sigmoid(S)``, in (0, 1), default 0.1
+            (the authors' recipe, i.e. ``S > logit(0.1) = -2.197``). ``threshold``: on ``S``,
+            default 0.0. An error for methods that do not threshold.
+        lam: final penalty weight. ``soft_movement``: L1 on ``sigmoid(S)``, mean-normalised as in
+            the authors' code (their lambdas 1...2300 are on this scale). ``l0``: expected L0,
+            mean-normalised. Default 0. An error for methods without a penalty.
+        scope: ``"local"`` (Top_v inside each matrix) or ``"global"`` (one Top_v over all
+            wrapped matrices, so layers get different sparsities). Only for Top_v methods;
+            ``soft_movement`` and ``l0`` are global by construction.
+        initial_keep_ratio: kept fraction during warm-up (default 1: dense fine-tuning first).
+        initial_tau: ``tau`` during warm-up for ``soft_movement`` (default 0: keep all).
+        lam_schedule: ``"cubic"`` (lambda_t = lam * progress of the cubic schedule) or
+            ``"constant"``. Default: cubic for soft_movement, constant for l0 -- what the
+            authors' code ends up doing (it scales lambda by ``v_t / v_final``).
+        score_init: ``"constant"``, ``"uniform"`` (U(-scale, scale)) or ``"kaiming"``.
+        score_init_value: the constant, or the uniform scale. Default 0 (``L0_INIT`` = 2.197
+            for ``l0``).
+        target_modules: which Linear / GPT-2 Conv1D modules to wrap: names matched exactly, as
+            a dotted suffix, or as a regex (``re.fullmatch``). ``None`` selects the default
+            set for the model family (Q, K, V, attention output, FFN in and out of every layer).
+        exclude_modules: same matching; removed from the selection.
+        l0_left, l0_right, l0_beta: hard-concrete stretch limits and temperature
+            (Louizos et al. 2018; the paper's l=-0.1, r=1.1, b=2/3).
+        global_every: for ``scope="global"``, recompute the per-matrix budgets every this many
+            steps (1 = every step, exact).
+        seed: seed of the ``random`` scores and of the L0 noise generator on CPU.
+    """
+
+    method: str = "movement"
+    keep_ratio: float | None = None
+    tau: float | None = None
+    lam: float | None = None
+    scope: str = "local"
+    initial_keep_ratio: float = 1.0
+    initial_tau: float = 0.0
+    lam_schedule: str | None = None
+    score_init: str = "constant"
+    score_init_value: float | None = None
+    target_modules: tuple[str, ...] | None = None
+    exclude_modules: tuple[str, ...] | None = None
+    l0_left: float = -0.1
+    l0_right: float = 1.1
+    l0_beta: float = 2.0 / 3.0
+    global_every: int = 1
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(
+                f"unknown pruning method {self.method!r}; choose one of {sorted(METHODS)}"
+            )
+        uses_keep, uses_tau, uses_lam, _ = METHODS[self.method]
+        self.target_modules = _as_patterns(self.target_modules)
+        self.exclude_modules = _as_patterns(self.exclude_modules)
+
+        if uses_keep:
+            if self.keep_ratio is None:
+                raise ValueError(
+                    f"method {self.method!r} needs keep_ratio (the fraction of weights kept, "
+                    "in (0, 1]); e.g. PruningConfig(method=..., keep_ratio=0.1)"
+                )
+            _check_fraction("keep_ratio", self.keep_ratio)
+            _check_fraction("initial_keep_ratio", self.initial_keep_ratio)
+            if self.keep_ratio > self.initial_keep_ratio:
+                raise ValueError(
+                    f"keep_ratio={self.keep_ratio} is larger than initial_keep_ratio="
+                    f"{self.initial_keep_ratio}; the schedule only removes weights"
+                )
+        elif self.keep_ratio is not None:
+            raise ValueError(
+                f"method {self.method!r} does not take keep_ratio: its sparsity comes from "
+                f"{'tau and lam' if uses_tau else 'lam'}. Drop keep_ratio, or use a Top_v "
+                "method (movement, magnitude, ...)"
+            )
+
+        if uses_tau:
+            if self.tau is None:
+                self.tau = 0.1 if self.method == "soft_movement" else 0.0
+            if not math.isfinite(self.tau):
+                raise ValueError(f"tau must be a finite number, got {self.tau}")
+            if self.method == "soft_movement" and not 0.0 < self.tau < 1.0:
+                raise ValueError(
+                    f"soft_movement thresholds sigmoid(S), so tau must be in (0, 1); got "
+                    f"{self.tau}. (tau=0.1 is the authors' value, i.e. S > -2.197)"
+                )
+            if self.method == "soft_movement" and not 0.0 <= self.initial_tau <= self.tau:
+                raise ValueError(
+                    f"initial_tau must be in [0, tau]; got initial_tau={self.initial_tau}, "
+                    f"tau={self.tau}"
+                )
+        elif self.tau is not None:
+            raise ValueError(
+                f"method {self.method!r} does not use tau (a threshold); tau is read only by "
+                "soft_movement (on sigmoid(S)) and threshold (on S). Drop tau or change method"
+            )
+
+        if uses_lam:
+            if self.lam is None:
+                self.lam = 0.0
+            if not (math.isfinite(self.lam) and self.lam >= 0):
+                raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
+        elif self.lam is not None:
+            raise ValueError(
+                f"method {self.method!r} has no sparsity penalty, so lam does not apply; lam is "
+                "read by soft_movement and l0. Drop lam or change method"
+            )
+
+        if self.lam_schedule is None:
+            self.lam_schedule = "constant" if self.method == "l0" else "cubic"
+        if self.lam_schedule not in ("cubic", "constant"):
+            raise ValueError(f"lam_schedule must be 'cubic' or 'constant', got {self.lam_schedule!r}")
+
+        if self.scope not in ("local", "global"):
+            raise ValueError(f"scope must be 'local' or 'global', got {self.scope!r}")
+        if self.scope == "global" and not uses_keep:
+            raise ValueError(
+                f"scope='global' selects a global Top_v and needs a keep_ratio method; "
+                f"{self.method!r} is already global through its single threshold"
+            )
+        if self.score_init not in SCORE_INITS:
+            raise ValueError(f"score_init must be one of {SCORE_INITS}, got {self.score_init!r}")
+        if self.score_init_value is None:
+            self.score_init_value = L0_INIT if self.method == "l0" else 0.0
+        if not (self.l0_left < 0.0 and self.l0_right > 1.0 and self.l0_beta > 0.0):
+            raise ValueError(
+                "hard-concrete needs l0_left < 0, l0_right > 1 and l0_beta > 0 "
+                f"(got {self.l0_left}, {self.l0_right}, {self.l0_beta})"
+            )
+        if int(self.global_every) != self.global_every or self.global_every < 1:
+            raise ValueError(f"global_every must be a positive integer, got {self.global_every}")
+
+    @property
+    def has_scores(self) -> bool:
+        return METHODS[self.method][3]
+
+    @property
+    def learned_scores(self) -> bool:
+        return self.method in LEARNED_SCORE_METHODS
+
+    def to_dict(self) -> dict:
+        """Plain-JSON view (for result files)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not (0.0 < value <= 1.0) or math.isnan(value):
+        raise ValueError(
+            f"{name} is the fraction of weights kept and must be in (0, 1]; got {value!r}. "
+            "For 90 % sparsity pass keep_ratio=0.1"
+        )

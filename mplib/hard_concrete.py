@@ -1,0 +1,73 @@
+"""L0 regularisation with hard-concrete gates (Louizos, Welling & Kingma 2018; paper §4, Eq. 4).
+
+Each weight has a gate ``M_ij`` in [0, 1] driven by its score ``S_ij`` (Louizos' ``log alpha``).
+With stretch limits ``l < 0 < 1 < r`` and temperature ``b`` (the paper: -0.1, 1.1, 2/3):
+
+    training:  u ~ U(0, 1)
+               s = sigmoid((log u - log(1 - u) + S) / b)
+               Z = (r - l) * s + l
+               M = min(1, max(0, Z))                      (a sample; differentiable in S)
+    expected L0 (probability that the gate is non-zero):
+               P(M > 0) = sigmoid(S - b * log(-l / r))
+
+The paper prints ``sigmoid(log S - b log(-l/r))``; with ``S`` in the role of ``log alpha`` the
+``log`` must go (the authors' code has ``S``): see paper.md §9, erratum 3.
+
+Evaluation / export. The paper's deterministic gate ``min(1, max(0, (r - l) sigmoid(S) + l))``
+is *continuous*: the authors' code multiplied surviving weights by fractional gates. mplib's
+eval and exported mask is **binary**: ``M = 1[Mhat > 1/2]``, which is ``1[S > 0]`` -- the gate is
+kept exactly when its noise-free value rounds to 1, equivalently when the median of its
+training distribution exceeds 1/2. ``deterministic_gates`` still gives the continuous value so
+the book can compare the two.
+
+Taught in: book/02_straight_through.ipynb (gradient estimators), later chapters for L0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LEFT = -0.1
+RIGHT = 1.1
+BETA = 2.0 / 3.0
+U_EPS = 1e-6  # u is clamped to [eps, 1 - eps] so log u and log(1 - u) stay finite
+
+
+def sample_gates(
+    scores: torch.Tensor,
+    *,
+    left: float = LEFT,
+    right: float = RIGHT,
+    beta: float = BETA,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One hard-concrete sample per score, differentiable w.r.t. ``scores`` (reparametrised).
+
+    Gradient (paper Eq. 4): ``dM/dS = (r - l)/b * s * (1 - s) * 1[0 <= Z <= 1]``.
+    """
+    u = torch.rand(scores.shape, generator=generator, dtype=scores.dtype, device=scores.device)
+    u = u.clamp(U_EPS, 1.0 - U_EPS)
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + scores) / beta)
+    return ((right - left) * s + left).clamp(0.0, 1.0)
+
+
+def deterministic_gates(
+    scores: torch.Tensor, *, left: float = LEFT, right: float = RIGHT
+) -> torch.Tensor:
+    """Louizos' continuous test-time gate ``min(1, max(0, (r - l) sigmoid(S) + l))``."""
+    return ((right - left) * torch.sigmoid(scores) + left).clamp(0.0, 1.0)
+
+
+def binary_gates(scores: torch.Tensor, *, left: float = LEFT, right: float = RIGHT) -> torch.Tensor:
+    """mplib's eval/export mask: ``1[deterministic gate > 1/2]`` (= ``1[S > 0]`` for l=-r+1)."""
+    cut = math.log((0.5 - left) / (right - 0.5))  # sigmoid(S) > (1/2 - l)/(r - l)
+    return (scores.detach() > cut).to(scores.dtype)
+
+
+def prob_nonzero(
+    scores: torch.Tensor, *, left: float = LEFT, right: float = RIGHT, beta: float = BETA
+) -> torch.Tensor:
+    """Closed-form ``P(gate > 0) = sigmoid(S - b log(-l / r))``; summed it is the expected L0."""
+    return torch.sigmoid(scores - beta * math.log(-left / right))

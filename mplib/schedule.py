@@ -1,0 +1,61 @@
+"""The cubic sparsity schedule with warm-up and cool-down (Zhu & Gupta 2018; paper §3, Eq. 5).
+
+A pure function of ``step`` -- no hidden state, so a resumed run gets the same value:
+
+    v_t = initial                                              for step <= warmup_steps
+    v_t = final + (initial - final) * (1 - p)^3,
+          p = (step - warmup_steps) / (total_steps - warmup_steps - cooldown_steps)
+                                                               for the pruning phase
+    v_t = final                                                for step > total_steps - cooldown_steps
+
+This is the form of the authors' code. The paper's printed Eq. (5) has ``t - t_i - t_f`` in the
+numerator, which does not start at ``initial`` when pruning begins (paper.md §9, erratum 2).
+The cubic removes weights fast while many are redundant and slowly near the target.
+
+``v`` is the kept fraction for Top_v methods (1 -> keep_ratio), ``tau`` for soft movement
+(0 -> tau), and the penalty weight follows ``lam_t = lam * progress_t`` with progress the same
+curve from 0 to 1 (the authors scale lambda by ``v_t / v_final``).
+
+Taught in: the schedule chapter; plotted in book/01_masks_and_magnitude.ipynb.
+"""
+
+from __future__ import annotations
+
+
+def check_schedule(*, total_steps: int, warmup_steps: int, cooldown_steps: int) -> None:
+    """Raise ``ValueError`` unless a pruning phase of at least one step exists."""
+    for name, value in (("total_steps", total_steps), ("warmup_steps", warmup_steps),
+                        ("cooldown_steps", cooldown_steps)):
+        if int(value) != value or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if warmup_steps + cooldown_steps >= total_steps:
+        raise ValueError(
+            f"warmup_steps + cooldown_steps = {warmup_steps} + {cooldown_steps} must be smaller "
+            f"than total_steps = {total_steps}, or no step is left to prune. Train longer or "
+            "shorten the warm-up / cool-down (e.g. 10 % and 20 % of total_steps)"
+        )
+
+
+def cubic_schedule(
+    step: int,
+    *,
+    total_steps: int,
+    initial: float,
+    final: float,
+    warmup_steps: int,
+    cooldown_steps: int,
+) -> float:
+    """Value of the cubic schedule at ``step`` (see the module docstring for the formula)."""
+    check_schedule(total_steps=total_steps, warmup_steps=warmup_steps, cooldown_steps=cooldown_steps)
+    if step <= warmup_steps:
+        return float(initial)
+    if step > total_steps - cooldown_steps:
+        return float(final)
+    p = (step - warmup_steps) / (total_steps - warmup_steps - cooldown_steps)
+    return float(final + (initial - final) * (1.0 - p) ** 3)
+
+
+def progress(step: int, *, total_steps: int, warmup_steps: int, cooldown_steps: int) -> float:
+    """The same curve from 0 to 1: ``1 - (1 - p)^3`` (0 in warm-up, 1 in cool-down)."""
+    return cubic_schedule(step, total_steps=total_steps, initial=0.0, final=1.0,
+                          warmup_steps=warmup_steps, cooldown_steps=cooldown_steps)
