@@ -172,7 +172,9 @@ class PruningConfig:
         if self.lam_schedule is None:
             self.lam_schedule = "constant" if self.method == "l0" else "cubic"
         if self.lam_schedule not in ("cubic", "constant"):
-            raise ValueError(f"lam_schedule must be 'cubic' or 'constant', got {self.lam_schedule!r}")
+            raise ValueError(
+                f"lam_schedule must be 'cubic' or 'constant', got {self.lam_schedule!r}"
+            )
 
         if self.scope not in ("local", "global"):
             raise ValueError(f"scope must be 'local' or 'global', got {self.scope!r}")

@@ -51,7 +51,9 @@ def chunk_size(total: int) -> int:
     return max(4096, total // 128)
 
 
-def _chunks(tensors: Sequence[torch.Tensor], size: int, absolute: bool) -> Iterator[tuple[int, torch.Tensor]]:
+def _chunks(
+    tensors: Sequence[torch.Tensor], size: int, absolute: bool
+) -> Iterator[tuple[int, torch.Tensor]]:
     for i, t in enumerate(tensors):
         flat = t.detach().reshape(-1)
         for start in range(0, flat.numel(), size):
@@ -104,7 +106,7 @@ def global_budgets(
         equal[i] += int((part == t).sum())
     need = k - sum(greater)
     budgets = []
-    for g, e in zip(greater, equal):
+    for g, e in zip(greater, equal, strict=True):
         take = min(e, need)
         budgets.append(g + take)
         need -= take
@@ -116,6 +118,6 @@ def assign_global_budgets(layers: Sequence, keep_ratio: float) -> list[int]:
     magnitude = layers[0].method == "magnitude"
     tensors = [(layer.weight if magnitude else layer.scores) for layer in layers]
     budgets = global_budgets(tensors, keep_ratio, absolute=magnitude)
-    for layer, b in zip(layers, budgets):
+    for layer, b in zip(layers, budgets, strict=True):
         layer.budget = b
     return budgets

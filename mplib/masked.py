@@ -102,7 +102,8 @@ class MaskedLinear(nn.Module):
     def _initial_scores(self, config: PruningConfig) -> torch.Tensor:
         w = self.weight
         if self.method == "random":
-            gen = torch.Generator().manual_seed(config.seed * 1_000_003 + zlib.crc32(self.name.encode()))
+            seed = config.seed * 1_000_003 + zlib.crc32(self.name.encode())
+            gen = torch.Generator().manual_seed(seed)
             return torch.rand(w.shape, generator=gen).to(dtype=w.dtype, device=w.device)
         if self.method in ("accumulated_movement", "snip"):
             return torch.zeros_like(w, requires_grad=False)

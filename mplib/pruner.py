@@ -97,11 +97,9 @@ class Pruner:
                 layer.keep_ratio = values["keep_ratio"]
             if "tau" in values:
                 layer.tau = values["tau"]
-        if self.config.scope == "global":
-            stale = self.state.get("keep_ratio") != values["keep_ratio"]
-            if step % self.config.global_every == 0 or not self.state or (
-                    stale and self.config.global_every == 1):
-                assign_global_budgets(self.layers, values["keep_ratio"])
+        every = self.config.global_every
+        if self.config.scope == "global" and (not self.state or step % every == 0):
+            assign_global_budgets(self.layers, values["keep_ratio"])
         self.state = values
         return values
 

@@ -2,11 +2,10 @@
 
 A pure function of ``step`` -- no hidden state, so a resumed run gets the same value:
 
-    v_t = initial                                              for step <= warmup_steps
-    v_t = final + (initial - final) * (1 - p)^3,
+    v_t = initial                                   if step <= warmup_steps
+    v_t = final + (initial - final) * (1 - p)^3     in the pruning phase, where
           p = (step - warmup_steps) / (total_steps - warmup_steps - cooldown_steps)
-                                                               for the pruning phase
-    v_t = final                                                for step > total_steps - cooldown_steps
+    v_t = final                                     if step > total_steps - cooldown_steps
 
 This is the form of the authors' code. The paper's printed Eq. (5) has ``t - t_i - t_f`` in the
 numerator, which does not start at ``initial`` when pruning begins (paper.md §9, erratum 2).
@@ -46,7 +45,9 @@ def cubic_schedule(
     cooldown_steps: int,
 ) -> float:
     """Value of the cubic schedule at ``step`` (see the module docstring for the formula)."""
-    check_schedule(total_steps=total_steps, warmup_steps=warmup_steps, cooldown_steps=cooldown_steps)
+    check_schedule(
+        total_steps=total_steps, warmup_steps=warmup_steps, cooldown_steps=cooldown_steps
+    )
     if step <= warmup_steps:
         return float(initial)
     if step > total_steps - cooldown_steps:
