@@ -17,8 +17,11 @@ Taught in: book/01_masks_and_magnitude.ipynb.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
+
+_FLOAT_NOISE = Fraction(1, 2**48)
 
 
 def keep_count(numel: int, keep_ratio: float) -> int:
@@ -29,8 +32,10 @@ def keep_count(numel: int, keep_ratio: float) -> int:
     """
     if not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
-    exact = keep_ratio * numel
-    k = math.ceil(exact - 1e-9 * max(1.0, exact))
+    # Exact rational product, less a relative 2^-48 (~16 ulps) of float noise: 0.1 is stored as
+    # 0.1000000000000000055..., yet 0.999999 * 999999 = 999998.000001 must still round up.
+    exact = Fraction(float(keep_ratio)) * numel
+    k = math.ceil(exact - exact * _FLOAT_NOISE)
     return min(numel, max(k, 1))
 
 
