@@ -62,7 +62,12 @@ def deterministic_gates(
 
 def binary_gates(scores: torch.Tensor, *, left: float = LEFT, right: float = RIGHT) -> torch.Tensor:
     """mplib's eval/export mask: ``1[deterministic gate > 1/2]`` (= ``1[S > 0]`` for l=-r+1)."""
-    cut = math.log((0.5 - left) / (right - 0.5))  # sigmoid(S) > (1/2 - l)/(r - l)
+    # sigmoid(S) > (1/2 - l)/(r - l). The cut is exactly 0 when l + r = 1; computed in floats it
+    # is not (1.1 - 0.5 = 0.6000000000000001 gives -2.2e-16, which kept S = 0), so pin it.
+    if math.isclose(left + right, 1.0, rel_tol=0.0, abs_tol=1e-12):
+        cut = 0.0
+    else:
+        cut = math.log((0.5 - left) / (right - 0.5))
     return (scores.detach() > cut).to(scores.dtype)
 
 
