@@ -5,11 +5,13 @@ together (N entries in total), so each matrix ends up with its own sparsity. The
 concatenated every score tensor and took a ``kthvalue`` of the copy; SparseML sorted it. Both
 need at least one extra copy of all scores, which ran out of memory on large models.
 
-mplib finds the K-th largest value ``t`` exactly by a two-pass radix select on the order-
-preserving 32-bit integer image of the float scores, streaming over fixed-size chunks:
+mplib finds the K-th largest value ``t`` exactly by a radix select on the order-preserving
+integer image of the float scores (32-bit; 64-bit when any tensor is float64, so values closer
+than float32 resolution stay apart), streaming over fixed-size chunks:
 
 1. histogram of the top 16 bits (65,536 bins) over all chunks -> the bin holding ``t``;
-2. histogram of the low 16 bits of the entries in that bin -> ``t`` itself;
+2. histogram of the next 16 bits of the entries in that bin, and so on down to the lowest 16
+   bits (two passes for 32-bit keys, four for 64-bit) -> ``t`` itself;
 3. per matrix, count entries ``> t`` (``g_i``) and ``== t`` (``e_i``).
 
 Each matrix then gets the budget ``k_i = g_i + (its share of the ties)``, ties going to earlier
@@ -19,7 +21,8 @@ exact Top_k, so the union of the masks is exactly the global Top_v.
 
 Memory: the extra peak is a few temporaries of one chunk, ``chunk = max(4096, N // 128)``
 entries, about ``24 * chunk`` bytes, i.e. <= 5 % of the scores' own ``4 N`` bytes once
-``N >= 524,288`` (and at most ~100 KB below that). Time: three streaming passes.
+``N >= 524,288`` (and at most ~100 KB below that). Time: three streaming passes (five for
+float64).
 
 Taught in: later chapters on global vs local selection (C11, C12).
 """
@@ -33,16 +36,24 @@ import torch
 from .topk import keep_count
 
 _LOW = 0xFFFF
+_MASK64 = 0x7FFF_FFFF_FFFF_FFFF
 
 
 def float_keys(x: torch.Tensor) -> torch.Tensor:
-    """Order-preserving int32 image of float32 values (``a < b`` iff ``key(a) < key(b)``)."""
-    bits = (x.to(torch.float32) + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0
+    """Order-preserving integer image (``a < b`` iff ``key(a) < key(b)``): int64 for float64,
+    int32 for float32 and narrower floats."""
+    if x.dtype == torch.float64:
+        bits = (x + 0.0).view(torch.int64)  # + 0.0 turns -0.0 into +0.0
+        return bits ^ ((bits >> 63) & _MASK64)
+    bits = (x.to(torch.float32) + 0.0).view(torch.int32)
     return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
-def key_to_float(key: int) -> float:
-    """Inverse of :func:`float_keys` for one key."""
+def key_to_float(key: int, *, wide: bool = False) -> float:
+    """Inverse of :func:`float_keys` for one key (``wide``: a float64 key)."""
+    if wide:
+        k = torch.tensor([key], dtype=torch.int64)
+        return float((k ^ ((k >> 63) & _MASK64)).view(torch.float64).item())
     k = torch.tensor([key], dtype=torch.int32)
     return float((k ^ ((k >> 31) & 0x7FFFFFFF)).view(torch.float32).item())
 
@@ -51,13 +62,19 @@ def chunk_size(total: int) -> int:
     return max(4096, total // 128)
 
 
+def _is_wide(tensors: Sequence[torch.Tensor]) -> bool:
+    return any(t.dtype == torch.float64 for t in tensors)
+
+
 def _chunks(
     tensors: Sequence[torch.Tensor], size: int, absolute: bool
 ) -> Iterator[tuple[int, torch.Tensor]]:
+    wide = _is_wide(tensors)  # then compare everything in float64 (float32 -> float64 is exact)
     for i, t in enumerate(tensors):
         flat = t.detach().reshape(-1)
         for start in range(0, flat.numel(), size):
             part = flat[start : start + size]
+            part = part.double() if wide else part
             yield i, (part.abs() if absolute else part)
 
 
@@ -74,20 +91,27 @@ def kth_largest(tensors: Sequence[torch.Tensor], k: int, *, absolute: bool = Fal
     if not 1 <= k <= total:
         raise ValueError(f"k must be in [1, {total}], got {k}")
     size = chunk_size(total)
+    wide = _is_wide(tensors)
+    top = 48 if wide else 16  # shift of the highest 16-bit digit of the key
     hist = torch.zeros(1 << 16, dtype=torch.int64)
     for _, part in _chunks(tensors, size, absolute):
         if torch.isnan(part).any():
             raise ValueError("scores contain NaN; global Top_v is undefined (check learning rates)")
-        hist += torch.bincount(((float_keys(part) >> 16) + 32768).long(), minlength=1 << 16)
+        hist += torch.bincount(((float_keys(part) >> top) + 32768).long(), minlength=1 << 16)
     high, above = _pick_bin(hist, k)
-    hist.zero_()
-    for _, part in _chunks(tensors, size, absolute):
-        keys = float_keys(part)
-        low = keys[(keys >> 16) + 32768 == high] & _LOW
-        if low.numel():
-            hist += torch.bincount(low.long(), minlength=1 << 16)
-    low_bin, _ = _pick_bin(hist, k - above)
-    return key_to_float(((high - 32768) << 16) | low_bin)
+    prefix = high - 32768  # the key's bits above the current digit (signed, as ``>>`` gives them)
+    need = k - above
+    for shift in range(top - 16, -1, -16):
+        hist.zero_()
+        for _, part in _chunks(tensors, size, absolute):
+            keys = float_keys(part)
+            digit = (keys[(keys >> (shift + 16)) == prefix] >> shift) & _LOW
+            if digit.numel():
+                hist += torch.bincount(digit.long(), minlength=1 << 16)
+        low_bin, above = _pick_bin(hist, need)
+        prefix = (prefix << 16) | low_bin
+        need -= above
+    return key_to_float(prefix, wide=wide)
 
 
 def global_budgets(
