@@ -1,6 +1,6 @@
 """The cubic sparsity schedule with warm-up and cool-down (Zhu & Gupta 2018; paper §3, Eq. 5).
 
-A pure function of ``step`` -- no hidden state, so a resumed run gets the same value:
+A pure function of ``step`` -- no hidden state, so a resumed run gets the same value::
 
     v_t = initial                                   if step <= warmup_steps
     v_t = final + (initial - final) * (1 - p)^3     in the pruning phase, where
