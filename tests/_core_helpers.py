@@ -132,6 +132,7 @@ def make_model(family: str, seed: int = 0):
                 vocab_size=VOCAB,
                 n_embd=16,
                 n_layer=2,
+                n_inner=32,
                 n_head=2,
                 n_positions=16,
                 bos_token_id=0,

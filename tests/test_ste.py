@@ -176,3 +176,79 @@ def test_magnitude_has_no_scores_and_masks_by_abs_weight():
     F.mse_loss(layer(x), torch.zeros(2, 3)).backward()
     mask = layer.mask()
     assert torch.equal(lin.weight.grad == 0, mask == 0)
+
+
+# -- the contrast baselines: scores accumulated by a hook, no straight-through -------------------
+
+
+@pytest.mark.parametrize("method", ["accumulated_movement", "snip"])
+def test_hook_scores_accumulate_weight_times_gradient(method):
+    torch.manual_seed(0)
+    lin = nn.Linear(5, 4).double()
+    layer = mplib.MaskedLinear(lin, mplib.PruningConfig(method=method, keep_ratio=0.5))
+    assert not isinstance(layer.scores, nn.Parameter)  # a buffer: the optimizer never sees it
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a ranking, so that half the entries are pruned
+        layer.scores.copy_(torch.randn(4, 5, generator=g, dtype=torch.float64))
+    layer.train()
+    total = torch.zeros_like(layer.scores)
+    s_start = layer.scores.clone()
+    for _ in range(2):  # two backward passes add up
+        s0 = layer.scores.clone()
+        mask = layer.mask()
+        x = torch.randn(6, 5, generator=g, dtype=torch.float64)
+        target = torch.randn(6, 4, generator=g, dtype=torch.float64)
+        # oracle: plain autograd on an unmasked copy holding W ⊙ M, then times the mask
+        copy = nn.Linear(5, 4).double()
+        with torch.no_grad():
+            copy.weight.copy_(lin.weight * mask)
+            copy.bias.copy_(lin.bias)
+        smooth_loss(copy(x), target).backward()
+        grad_w = copy.weight.grad * mask
+        expected_step = -lin.weight.detach() * grad_w
+        if method == "snip":
+            expected_step = expected_step.abs()
+        total += expected_step
+
+        smooth_loss(layer(x), target).backward()
+        torch.testing.assert_close(lin.weight.grad, grad_w, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(layer.scores, s0 + expected_step, rtol=1e-12, atol=1e-12)
+        pruned = mask == 0
+        assert pruned.any()
+        assert torch.equal(layer.scores[pruned], s0[pruned])  # no re-entry through the scores
+        lin.weight.grad = None
+    torch.testing.assert_close(layer.scores, s_start + total, rtol=1e-12, atol=1e-12)
+
+    # eval mode and no_grad forwards do not accumulate
+    s1 = layer.scores.clone()
+    layer.eval()
+    smooth_loss(layer(x), target).backward()
+    layer.train()
+    with torch.no_grad():
+        layer(x)
+    assert torch.equal(layer.scores, s1)
+
+
+def test_from_zero_accumulated_movement_is_minus_w_times_grad():
+    torch.manual_seed(1)
+    lin = nn.Linear(3, 2).double()
+    layer = mplib.MaskedLinear(
+        lin, mplib.PruningConfig(method="accumulated_movement", keep_ratio=1.0)
+    )
+    x = torch.randn(4, 3, dtype=torch.float64)
+    (layer(x) ** 2).sum().backward()
+    w = lin.weight.detach().clone().requires_grad_(True)
+    (torch.nn.functional.linear(x, w, lin.bias.detach()) ** 2).sum().backward()
+    torch.testing.assert_close(layer.scores, -lin.weight.detach() * w.grad, rtol=1e-12, atol=0)
+
+
+def test_movement_scores_of_pruned_entries_do_move():
+    """The contrast: under the straight-through estimator a pruned weight's score changes."""
+    layer = make_layer("movement")
+    s0 = layer.scores.detach().clone()
+    pruned = layer.mask() == 0
+    opt = torch.optim.SGD([layer.scores], lr=0.1)
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    smooth_loss(layer(x), torch.zeros(6, 4, dtype=torch.float64)).backward()
+    opt.step()
+    assert (layer.scores.detach()[pruned] != s0[pruned]).all()
