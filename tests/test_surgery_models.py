@@ -270,3 +270,43 @@ def test_suffix_does_not_match_inside_a_name():
     assert mplib.surgery.matches("a.output.dense", "output.dense")
     assert not mplib.surgery.matches("a.output.dense", "put.dense")
     assert not mplib.surgery.matches("a.b", "[")  # a bad regex simply does not match
+
+
+def test_bake_keeps_dtype_requires_grad_and_mode():
+    model = make_model("gpt2").double()
+    model.transformer.h[0].mlp.c_fc.weight.requires_grad_(False)
+    mplib.wrap(model, mplib.PruningConfig(method="magnitude", keep_ratio=0.5))
+    model.train()
+    mplib.bake(model)
+    fc = model.transformer.h[0].mlp.c_fc
+    assert type(fc) is Conv1D and fc.weight.dtype == torch.float64 and fc.training
+    assert fc.weight.requires_grad is False and fc.bias.requires_grad is True
+    assert model.transformer.h[1].mlp.c_fc.weight.requires_grad is True
+
+
+@pytest.mark.parametrize("method", ["movement", "random", "snip", "l0"])
+def test_wrapped_state_dict_resumes_the_same_masks(method):
+    """A checkpoint of a wrapped model (weights + scores) restores masks and outputs exactly."""
+    family = "distilbert"
+    batch = make_batch(family)
+    model = make_model(family)
+    mplib.wrap(model, _config(family, method))
+    opt = torch.optim.AdamW(mplib.param_groups(model, lr=1e-3, score_lr=0.05))
+    model.train()
+    for _ in range(2):
+        loss_of(model, batch).backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    state = model.state_dict()
+    assert any(k.endswith("scores") for k in state)  # scores travel with the checkpoint
+
+    other = make_model(family, seed=5)  # different initial weights
+    mplib.wrap(other, _config(family, method, seed=7))  # and a different random-score seed
+    other.load_state_dict(state)
+    other.eval()
+    for (n, a), (_, b) in zip(
+        mplib.masked_layers(model).items(), mplib.masked_layers(other).items(), strict=True
+    ):
+        assert torch.equal(a.mask(), b.mask()), n
+    assert torch.equal(outputs(other, batch), outputs(model, batch))
