@@ -86,7 +86,9 @@ class PruningConfig:
             (Louizos et al. 2018; the paper's l=-0.1, r=1.1, b=2/3).
         global_every: for ``scope="global"``, recompute the per-matrix budgets every this many
             steps (1 = every step, exact).
-        seed: seed of the ``random`` scores and of the L0 noise generator on CPU.
+        seed: seed of the ``random`` method's fixed scores. (L0's training noise and the
+            ``uniform``/``kaiming`` score initialisations draw from torch's global generator,
+            like any other layer: seed it with ``torch.manual_seed``.)
     """
 
     method: str = "movement"

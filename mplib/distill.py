@@ -33,7 +33,7 @@ def distillation_loss(
         task_loss: the student's own task loss; required when ``alpha_task > 0``.
         temperature: ``T > 0``.
     """
-    if temperature <= 0:
+    if not temperature > 0:  # also catches NaN
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(

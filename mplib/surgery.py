@@ -128,10 +128,11 @@ def wrap(model: nn.Module, config: PruningConfig) -> nn.Module:
 
 def _plain_layer(layer: MaskedLinear, weight: torch.Tensor) -> nn.Module:
     w = layer.weight
-    if layer.transposed:
-        plain = conv1d_class()(w.shape[1], w.shape[0])
-    else:
-        plain = nn.Linear(w.shape[1], w.shape[0], bias=layer.bias is not None)
+    with torch.random.fork_rng(devices=[]):  # their random init is overwritten: spare the RNG
+        if layer.transposed:
+            plain = conv1d_class()(w.shape[1], w.shape[0])
+        else:
+            plain = nn.Linear(w.shape[1], w.shape[0], bias=layer.bias is not None)
     plain = plain.to(device=w.device, dtype=w.dtype)
     with torch.no_grad():
         plain.weight.copy_(weight)
