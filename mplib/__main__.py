@@ -1,0 +1,151 @@
+"""Command line: ``python -m mplib run|sweep|profiles`` (see ``python -m mplib -h``).
+
+Examples::
+
+    python -m mplib run --task rt --method movement --keep-ratio 0.1 --profile ci --output DIR
+    python -m mplib run --task rt --method soft_movement --tau 0.1 --lam 50 --distill --profile cpu
+    python -m mplib run --task rt --method magnitude --keep-ratio 0.1 --set epochs=8
+    python -m mplib sweep results/recipes/specs/ci_a.json --output results/runs
+    torchrun --nproc_per_node 2 -m mplib run --task rt --method movement --keep-ratio 0.1
+
+Taught in: book/03_fine_pruning.ipynb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from dataclasses import fields
+
+SWEEP_HELP = """\
+A sweep spec (JSON or YAML) names a grid; every combination is one run:
+
+  {"task": "rt", "profile": "ci", "seeds": [0],
+   "methods": ["magnitude", "movement"], "keep_ratios": [0.5, 0.1],
+   "distill": [false, true], "dense": true, "scope": "local",
+   "overrides": {"epochs": 2},
+   "runs": [{"method": "soft_movement", "tau": 0.1, "lam": 10}]}
+
+Top_v methods take every keep_ratios entry; soft_movement / l0 / threshold take taus x lams.
+Runs whose result file exists in --output are skipped, so rerunning a killed sweep resumes it.
+"""
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import METHODS
+    from .profiles import PROFILES
+
+    p = argparse.ArgumentParser(prog="python -m mplib", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--profile", default=None, choices=sorted(PROFILES),
+                        help="experiment scale (default: ci; for sweeps the spec's profile)")
+        sp.add_argument("--output", default="results/runs", help="folder for result JSON files")
+        sp.add_argument("--cache-dir", default="results/cache",
+                        help="teachers and resumable checkpoints (default: results/cache)")
+        sp.add_argument("--threads", type=int, default=None, help="torch threads per process")
+        sp.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+        sp.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
+                        help="override a profile field, e.g. --set epochs=8 (repeatable)")
+        sp.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+
+    r = sub.add_parser("run", help="one fine-pruning run -> one result JSON")
+    r.add_argument("--task", default="rt")
+    r.add_argument("--method", required=True, choices=["dense", *sorted(METHODS)])
+    r.add_argument("--keep-ratio", type=float, default=None,
+                   help="fraction of encoder weights kept (Top_v methods), e.g. 0.1")
+    r.add_argument("--tau", type=float, default=None, help="threshold (soft_movement, threshold)")
+    r.add_argument("--lam", type=float, default=None, help="penalty weight (soft_movement, l0)")
+    r.add_argument("--scope", choices=["local", "global"], default="local")
+    r.add_argument("--distill", action="store_true", help="distil from the cached dense teacher")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--epochs", type=float, default=None, help="shortcut for --set epochs=...")
+    r.add_argument("--force", action="store_true", help="run even if the result file exists")
+    r.add_argument("--no-resume", action="store_true", help="ignore a saved checkpoint")
+    common(r)
+
+    s = sub.add_parser("sweep", help="a grid of runs from a JSON/YAML spec (resumable)",
+                       description=SWEEP_HELP, formatter_class=argparse.RawTextHelpFormatter)
+    s.add_argument("spec", help="sweep spec file (.json, .yaml)")
+    s.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    common(s)
+
+    sub.add_parser("profiles", help="print the named profiles")
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from . import runner
+    from .profiles import PROFILES, Profile
+
+    if args.command == "profiles":
+        for name, prof in PROFILES.items():
+            print(name, json.dumps(prof.to_dict()))
+        print("fields:", ", ".join(f.name for f in fields(Profile)))
+        return 0
+
+    try:
+        overrides = _parse_set(args.set)
+        if args.threads is not None:
+            overrides["threads"] = args.threads
+        if args.device is not None:
+            overrides["device"] = args.device
+        if args.command == "run":
+            if args.epochs is not None:
+                overrides["epochs"] = args.epochs
+            spec = runner.RunSpec(task=args.task, method=args.method, keep_ratio=args.keep_ratio,
+                                  tau=args.tau, lam=args.lam, scope=args.scope,
+                                  distill=args.distill, seed=args.seed, overrides=overrides)
+            spec.pruning_config()
+            profile = args.profile or "ci"
+            runner.get_profile(profile, **{k: v for k, v in overrides.items()})
+        else:
+            sweep = runner.load_spec_file(args.spec)
+            if args.profile:
+                sweep["profile"] = args.profile
+            if overrides:
+                sweep["overrides"] = {**(sweep.get("overrides") or {}), **overrides}
+            profile, runs = runner.expand_sweep(sweep)
+            runner.get_profile(profile, **(sweep.get("overrides") or {}))
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        parser.error(str(err))
+
+    progress = not args.no_progress
+    if args.command == "run":
+        path = runner.result_path(spec, profile, args.output)
+        res = runner.run_experiment(spec, profile, output=args.output, cache_dir=args.cache_dir,
+                                    progress=progress, resume=not args.no_resume,
+                                    skip_existing=not args.force)
+        runner.main_print(runner.summary_line(res))
+        runner.main_print(f"result: {path}")
+        return 0
+    if args.dry_run:
+        for r in runs:
+            print(runner.result_path(r, profile, args.output))
+        return 0
+    runner.run_sweep(sweep, output=args.output, cache_dir=args.cache_dir, progress=progress,
+                     log=runner.main_print)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

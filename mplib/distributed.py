@@ -1,0 +1,116 @@
+"""Data-parallel fine-pruning (``torchrun --nproc_per_node N``): every rank keeps the same masks.
+
+Under ``DistributedDataParallel`` each of the ``N`` processes sees its own shard of every batch
+and DDP averages the *parameter* gradients before the optimizer step. What that means for each
+score rule:
+
+* learned scores (movement, soft_movement, l0, threshold): ``S`` is a Parameter, its gradient
+  ``(dL/dW') ⊙ W`` is all-reduced with the weights', so AdamW makes the same update on every
+  rank and ``Top_v(S)``, ``sigmoid(S) > tau`` and global budgets agree;
+* magnitude: ``Top_v(|W|)`` follows the synchronised weights;
+* random: fixed scores from a seeded generator, the same on every rank;
+* accumulated_movement: ``S <- S - W ⊙ grad_W`` runs in a backward hook on the *local*
+  (pre-all-reduce) gradient, so the ranks drift apart. :func:`sync_score_buffers` averages the
+  score buffers after each step. Because the update is linear in the gradient, the average
+  equals ``S - W ⊙ mean_r(grad_W^r)``: exactly the one-process rule on the global batch;
+* snip: ``S <- S + |W ⊙ grad_W|`` is not linear in the gradient; averaging per-rank scores would
+  silently compute a different saliency than one process does, so :func:`check_supported`
+  refuses it under DDP.
+
+Only rank 0 writes result files and checkpoints; every rank evaluates the full split.
+
+Taught in: book/03_fine_pruning.ipynb (section "More than one process").
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .surgery import masked_layers
+
+SYNCED_BUFFER_METHODS = ("accumulated_movement",)
+"""Methods whose score buffers :func:`sync_score_buffers` averages across ranks."""
+
+UNSUPPORTED_METHODS = ("snip",)
+"""Methods refused under DDP (their update is not linear in the gradient)."""
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_env(device_type: str = "cpu") -> bool:
+    """Join the process group torchrun describes (``WORLD_SIZE > 1``); True if distributed.
+
+    Backend: NCCL on CUDA, gloo on CPU. On CUDA the process uses GPU ``LOCAL_RANK``.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
+    return True
+
+
+def device_for_rank(device_type: str) -> torch.device:
+    if device_type == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def check_supported(method: str) -> None:
+    """Raise if ``method`` cannot be trained data-parallel with identical semantics."""
+    if world_size() > 1 and method in UNSUPPORTED_METHODS:
+        raise ValueError(
+            f"method {method!r} accumulates |W * grad_W| from each process's local gradient; "
+            "that is not linear in the gradient, so averaging across processes would not give "
+            "the single-process rule. Run it on one process (no torchrun), or use "
+            "accumulated_movement, which mplib keeps exact under DDP"
+        )
+
+
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """``DistributedDataParallel`` around ``model`` (buffers are synchronised by mplib, not DDP)."""
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+
+@torch.no_grad()
+def sync_score_buffers(model: nn.Module) -> None:
+    """Average the score *buffers* of accumulated_movement layers over all ranks (in place)."""
+    n = world_size()
+    if n == 1:
+        return
+    core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    for layer in masked_layers(core).values():
+        if layer.method in SYNCED_BUFFER_METHODS:
+            dist.all_reduce(layer.scores, op=dist.ReduceOp.SUM)
+            layer.scores.div_(n)
+
+
+def gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` on one process)."""
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
