@@ -1,0 +1,141 @@
+"""The experiment runner and its CLI on a tiny offline encoder and task: one JSON per run with
+the documented keys, sweeps that skip finished runs, a cached distillation teacher, clear
+errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _train_helpers import save_tiny_encoder, write_tiny_task
+
+from mplib import profiles
+from mplib.__main__ import main
+from mplib.runner import RESULT_KEYS, RunSpec, run_experiment, run_sweep, teacher_dir
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A registered profile ``tiny`` (tiny BERT, toy task) and the task folder."""
+    monkeypatch.setenv("MPLIB_CACHE", str(tmp_path / "mplib-cache"))
+    enc = save_tiny_encoder(tmp_path / "enc")
+    task = write_tiny_task(tmp_path / "toy", n_train=48, n_eval=16)
+    prof = profiles.Profile(name="tiny", model=str(enc), max_length=16, batch_size=8,
+                            eval_batch_size=16, epochs=2, lr=1e-2, log_every=3, threads=1,
+                            device="cpu", checkpoint_every=4)
+    monkeypatch.setitem(profiles.PROFILES, "tiny", prof)
+    return dict(task=str(task), out=tmp_path / "out", cache=tmp_path / "cache")
+
+
+def _cli(tiny, *args):
+    return main(["run", "--task", tiny["task"], "--profile", "tiny", "--output", str(tiny["out"]),
+                 "--cache-dir", str(tiny["cache"]), "--no-progress", *args])
+
+
+def test_run_writes_one_json_with_the_documented_keys(tiny, capsys):
+    assert _cli(tiny, "--method", "movement", "--keep-ratio", "0.25", "--seed", "1") == 0
+    path = tiny["out"] / "tiny-toy-movement-keep0.25-seed1.json"
+    assert str(path) in capsys.readouterr().out
+    res = json.loads(path.read_text())
+    assert tuple(res) == RESULT_KEYS
+    assert res["spec"]["method"] == "movement" and res["config"]["keep_ratio"] == 0.25
+    assert res["profile"]["name"] == "tiny" and res["profile"]["batch_size"] == 8
+    for split in ("validation", "test"):
+        assert 0.0 <= res["metrics"][split]["accuracy"] <= 1.0
+        assert res["metrics"][split]["loss"] > 0 and res["metrics"][split]["examples"] == 16
+    rem = res["remaining"]
+    assert rem["global"] == pytest.approx(0.25, abs=2 / 256)
+    assert set(rem["per_layer"]) == {"0", "1"} and 0.25 < rem["of_all_parameters"] < 1
+    assert rem["kept_weights"] / rem["targeted_weights"] == rem["global"]
+    sched = res["schedule"]
+    assert sched["final"]["keep_ratio"] == 0.25 and res["train"]["total_steps"] == 12
+    assert sched["warmup_steps"] + sched["pruning_steps"] + sched["cooldown_steps"] == 12
+    assert [r["step"] for r in res["history"]] == [3, 6, 9, 12]
+    assert all("remaining" in r and "keep_ratio" in r for r in res["history"])
+    assert set(res["versions"]) == {"python", "torch", "transformers", "datasets", "mplib"}
+    assert {"platform", "cpu", "cuda_device", "device", "torch_threads"} <= set(res["hardware"])
+    assert res["hardware"]["torch_threads"] == 1
+    assert res["wall_seconds"] > res["train_seconds"] > 0 and res["step_seconds"] > 0
+    assert res["distillation"] is None and res["resumed_from"] is None
+    assert not (tiny["cache"] / "runs" / res["run_id"]).exists()  # checkpoint removed when done
+
+
+def test_sweep_skips_finished_runs_and_resumes(tiny):
+    spec = {"task": tiny["task"], "profile": "tiny", "dense": True,
+            "methods": ["magnitude", "soft_movement"], "keep_ratios": [0.5], "lams": [1.0]}
+    logs = []
+    run_sweep(spec, output=tiny["out"], cache_dir=tiny["cache"], progress=False, log=logs.append)
+    files = sorted(p.name for p in tiny["out"].glob("*.json"))
+    assert files == ["tiny-toy-dense-seed0.json", "tiny-toy-magnitude-keep0.5-seed0.json",
+                     "tiny-toy-soft_movement-lam1-seed0.json"]
+    stamp = {p.name: p.stat().st_mtime_ns for p in tiny["out"].glob("*.json")}
+    (tiny["out"] / files[1]).unlink()  # as if the sweep had been killed during that run
+    logs.clear()
+    run_sweep(spec, output=tiny["out"], cache_dir=tiny["cache"], progress=False, log=logs.append)
+    assert sum("skipped" in line for line in logs) == 2
+    assert (tiny["out"] / files[1]).exists()
+    for name in (files[0], files[2]):
+        assert (tiny["out"] / name).stat().st_mtime_ns == stamp[name]
+
+
+def test_distillation_trains_the_teacher_once_and_reuses_it(tiny):
+    run = dict(output=tiny["out"], cache_dir=tiny["cache"], progress=False)
+    first = run_experiment(RunSpec(task=tiny["task"], method="magnitude", keep_ratio=0.5,
+                                   distill=True), "tiny", **run)
+    where = teacher_dir(tiny["cache"], tiny["task"], profiles.PROFILES["tiny"], 0)
+    stamp = (where / "teacher.json").stat().st_mtime_ns
+    assert (tiny["out"] / "tiny-toy-dense-seed0.json").exists()  # the teacher's own result
+    assert first["distillation"] == dict(teacher="tiny-toy-dense-seed0", temperature=2.0,
+                                         alpha_distil=0.9, alpha_task=0.1)
+    assert "teacher" in first["metrics"]
+    run_experiment(RunSpec(task=tiny["task"], method="movement", keep_ratio=0.5, distill=True),
+                   "tiny", **run)
+    assert (where / "teacher.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "movement"], "needs keep_ratio"),
+    (["--method", "soft_movement", "--keep-ratio", "0.1"], "does not take keep_ratio"),
+    (["--method", "dense", "--keep-ratio", "0.1"], "does not prune"),
+    (["--method", "magnitude", "--keep-ratio", "1.5"], "must be in (0, 1]"),
+    (["--method", "magnitude", "--keep-ratio", "0.1", "--set", "epoch=3"], "unknown profile"),
+    (["--method", "magnitude", "--keep-ratio", "0.1", "--set", "warmup_frac=0.9"], "< 1"),
+])
+def test_cli_errors_are_clear(tiny, capsys, args, message):
+    with pytest.raises(SystemExit) as err:
+        _cli(tiny, *args)
+    assert err.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sweep_spec_errors(tiny, tmp_path, capsys):
+    spec = tmp_path / "bad.json"
+    spec.write_text(json.dumps({"profile": "tiny", "methods": ["movment"]}))
+    with pytest.raises(SystemExit):
+        main(["sweep", str(spec), "--output", str(tiny["out"])])
+    assert "unknown method 'movment'" in capsys.readouterr().err
+    spec.write_text(json.dumps({"profile": "tiny", "method": ["movement"]}))
+    with pytest.raises(SystemExit):
+        main(["sweep", str(spec)])
+    assert "unknown sweep key(s) ['method']" in capsys.readouterr().err
+    spec.write_text(json.dumps({"profile": "tiny", "methods": ["movement"],
+                                "keep_ratios": [0.5, 0.1]}))
+    assert main(["sweep", str(spec), "--dry-run", "--output", "o"]) == 0
+    assert capsys.readouterr().out.split() == ["o/tiny-rt-movement-keep0.5-seed0.json",
+                                               "o/tiny-rt-movement-keep0.1-seed0.json"]
+
+
+def test_named_profiles_are_valid():
+    assert set(profiles.PROFILES) >= {"ci", "cpu", "full"}
+    assert profiles.PROFILES["ci"].num_layers == 2 and profiles.PROFILES["cpu"].num_layers is None
+    assert len(profiles.PROFILES["full"].seeds) >= 3
+    with pytest.raises(ValueError, match="unknown profile"):
+        profiles.get_profile("gpu")
