@@ -8,7 +8,7 @@ Examples::
     python -m mplib sweep results/recipes/specs/ci_a.json --output results/runs
     torchrun --nproc_per_node 2 -m mplib run --task rt --method movement --keep-ratio 0.1
 
-Taught in: book/03_fine_pruning.ipynb.
+Taught in: the fine-pruning chapter (not yet written).
 """
 
 from __future__ import annotations

@@ -19,11 +19,12 @@ score rule:
 
 Only rank 0 writes result files and checkpoints; every rank evaluates the full split.
 
-Taught in: book/03_fine_pruning.ipynb (section "More than one process").
+Taught in: the fine-pruning chapter (not yet written), section "More than one process".
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -86,7 +87,12 @@ def check_supported(method: str) -> None:
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """``DistributedDataParallel`` around ``model`` (buffers are synchronised by mplib, not DDP)."""
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    ddp = nn.parallel.DistributedDataParallel
+    # buffers are equal at the start; after that only accumulated_movement scores change, and
+    # sync_score_buffers keeps those equal -- no per-forward broadcast of all buffers needed
+    if "forward_sync_buffers" in inspect.signature(ddp).parameters:  # torch >= 2.13
+        return ddp(model, device_ids=ids, forward_sync_buffers=False)
+    return ddp(model, device_ids=ids, broadcast_buffers=False)
 
 
 @torch.no_grad()

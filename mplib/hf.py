@@ -27,7 +27,8 @@ Example::
     )
     trainer.train()
 
-Taught in: book/03_fine_pruning.ipynb (section "The same run with the Trainer").
+Taught in: the fine-pruning chapter (not yet written), section "The same run with the
+Trainer".
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ move by at most about ``score_lr`` per step, so a pruning phase of a few hundred
 short for movement pruning to learn a ranking before the cubic removes most weights; magnitude
 pruning does not have this problem. See ``results/recipes/`` and the fine-pruning chapter.
 
-Taught in: book/03_fine_pruning.ipynb (profiles and the runner).
+Taught in: the fine-pruning chapter (not yet written): profiles and the runner.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu", num_layers=None, max_train=None, max_eval=None, max_length=64,
         batch_size=32, epochs=1, lr=1e-4, log_every=25, eval_every=None,
-        checkpoint_every=100, device="cpu",
+        checkpoint_every=100, device="auto",
     ),
     "full": Profile(
         name="full", num_layers=None, max_train=None, max_eval=None, max_length=128,

@@ -23,11 +23,12 @@ file exists, so a killed sweep restarted with the same command finishes the rest
 Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1``) every rank trains on its shard
 (DistributedSampler, DDP), masks stay identical (:mod:`mplib.distributed`), only rank 0 writes.
 
-Taught in: book/03_fine_pruning.ipynb (the runner and its result files).
+Taught in: the fine-pruning chapter (not yet written): the runner and its result files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -228,7 +229,7 @@ def teacher_dir(cache_dir: Path, task: str, profile: Profile, seed: int) -> Path
 def load_teacher(spec: RunSpec, profile: Profile, *, output: Path, cache_dir: Path,
                  progress: bool) -> tuple[torch.nn.Module, dict]:
     """The cached dense teacher of (task, profile, seed); fine-tuned first if missing."""
-    from transformers import AutoModelForSequenceClassification
+    from .models import load_encoder
 
     resolved = profile.with_overrides(**spec.overrides) if spec.overrides else profile
     where = teacher_dir(cache_dir, spec.task, resolved, spec.seed)
@@ -240,14 +241,30 @@ def load_teacher(spec: RunSpec, profile: Profile, *, output: Path, cache_dir: Pa
                        skip_existing=False)
         D.barrier()
     info = json.loads((where / "teacher.json").read_text())
-    model = AutoModelForSequenceClassification.from_pretrained(where)
+    model, _ = load_encoder(where, num_labels=info["num_labels"])  # head included
     return model.eval(), info
 
 
-def _save_teacher(model, where: Path, info: dict) -> None:
+@contextlib.contextmanager
+def _no_hf_bars():
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+def _save_teacher(model, tokenizer, where: Path, info: dict) -> None:
+    """A complete Hugging Face checkpoint folder (model + tokenizer) plus ``teacher.json``."""
     tmp = where.with_name(where.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    with _no_hf_bars():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     _write_json(tmp / "teacher.json", info)
     shutil.rmtree(where, ignore_errors=True)
     os.replace(tmp, where)
@@ -313,7 +330,7 @@ def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="resu
         device=device, progress=progress, checkpoint_dir=ckpt_dir,
         checkpoint_every=prof.checkpoint_every or total + 1, resume=resume, seed=spec.seed,
         on_step_end=(lambda step, m: D.sync_score_buffers(m)) if distributed else None,
-        is_main=D.is_main(),
+        is_main=D.is_main(), eval_at_end=False,  # evaluated below, validation and test
     )
     t_eval = time.perf_counter()
     metrics = {split: evaluate(model, loaders[split], device=device)
@@ -363,8 +380,9 @@ def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="resu
     )
     if D.is_main():
         if spec.method == "dense" and not spec.distill:
-            _save_teacher(model, teacher_dir(cache_dir, spec.task, prof, spec.seed),
-                          dict(run_id=rid, metrics=metrics, profile=prof.to_dict()))
+            _save_teacher(model, tokenizer, teacher_dir(cache_dir, spec.task, prof, spec.seed),
+                          dict(run_id=rid, metrics=metrics, num_labels=len(labels),
+                               profile=prof.to_dict()))
         _write_json(out_path, result)
         if ckpt_dir is not None:
             shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -24,7 +24,8 @@ The schedule is a pure function of the step and the data order of epoch ``e`` co
 generator re-seeded to ``seed + 1_000_003 * e``, so a killed run resumes at the same step with
 the same schedule values, batches and masks, and ends bit-for-bit where an uninterrupted run ends.
 
-Taught in: book/03_fine_pruning.ipynb (the loop), book/04_distillation.ipynb (the teacher term).
+Taught in: the fine-pruning chapter (the loop) and the distillation chapter (the teacher
+term); neither is written yet.
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ def train(
     eval_every: int | None = None,
     eval_split: str = "validation",
     eval_max_batches: int | None = None,
+    eval_at_end: bool = True,
     device=None,
     progress: bool = True,
     checkpoint_dir=None,
@@ -183,8 +185,9 @@ def train(
             (:func:`mplib.param_groups`).
         warmup: LR warm-up steps (an int) or fraction of ``total_steps`` (a float < 1).
         teacher, temperature, alpha_distil, alpha_task: distillation (paper §6: 0.9 / 0.1, T=2).
-        log_every, eval_every: history rows every so many steps (``eval_every`` None = only at
-            the end), evaluated on ``loaders[eval_split]``.
+        log_every, eval_every: history rows every so many steps; evaluations on
+            ``loaders[eval_split]`` every ``eval_every`` steps (None: none during training) and,
+            with ``eval_at_end``, after the last step.
         checkpoint_dir, checkpoint_every, resume: see the module docstring.
         stop_after: stop (after checkpointing) once this many steps are done -- simulates a kill.
         seed: base seed of the data order.
@@ -323,7 +326,7 @@ def train(
     history["train_seconds"] = time.perf_counter() - t_start
     history["train_cpu_seconds"] = time.process_time() - cpu_start  # all threads together
     history["step_seconds"] = sum(step_times) / len(step_times) if step_times else None
-    if step == total_steps and eval_split in loaders:
+    if eval_at_end and step == total_steps and eval_split in loaders:
         res = evaluate(core, loaders[eval_split], device=device, max_batches=eval_max_batches)
         history["eval"].append(dict(step=step, split=eval_split, **res))
     return history

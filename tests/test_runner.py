@@ -139,3 +139,48 @@ def test_named_profiles_are_valid():
     assert len(profiles.PROFILES["full"].seeds) >= 3
     with pytest.raises(ValueError, match="unknown profile"):
         profiles.get_profile("gpu")
+
+
+def test_a_killed_cli_run_resumes_to_the_same_result(tiny, tmp_path):
+    """SIGKILL a real ``python -m mplib run`` after a checkpoint, rerun it, compare."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--method", "movement", "--keep-ratio", "0.25", "--set", "epochs=12",
+            "--set", "checkpoint_every=5"]
+    ref = dict(tiny, out=tmp_path / "ref-out", cache=tmp_path / "ref-cache")
+    assert _cli(ref, *args) == 0
+    name = "tiny-toy-movement-keep0.25-seed0+epochs12.json"
+    want = json.loads((ref["out"] / name).read_text())
+
+    script = tmp_path / "run_tiny.py"  # the CLI, with the test's `tiny` profile registered
+    script.write_text(
+        "import json, sys\n"
+        "from mplib import profiles\n"
+        "from mplib.__main__ import main\n"
+        f"fields = json.loads({json.dumps(json.dumps(profiles.PROFILES['tiny'].to_dict()))})\n"
+        "profiles.PROFILES['tiny'] = profiles.Profile(**fields)\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, str(script), "run", "--task", tiny["task"], "--profile", "tiny",
+           "--output", str(tiny["out"]), "--cache-dir", str(tiny["cache"]), "--no-progress",
+           *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = tiny["cache"] / "runs" / want["run_id"] / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if not ckpt.exists():  # pragma: no cover - the run finished before it could be killed
+        pytest.skip(f"no checkpoint appeared before exit: {proc.stderr.read()[-500:]!r}")
+    assert not (tiny["out"] / name).exists()
+
+    assert _cli(tiny, *args) == 0  # the same command again
+    got = json.loads((tiny["out"] / name).read_text())
+    assert got["resumed_from"] and got["resumed_from"] % 5 == 0
+    assert got["metrics"] == want["metrics"] and got["remaining"] == want["remaining"]
+    assert got["history"] == want["history"]
