@@ -10,7 +10,8 @@ at the final masks and writes ``<output>/<run_id>.json`` with
 * ``remaining``: achieved remaining fraction of the targeted encoder weights -- global, per
   layer, per group -- and the fraction of *all* parameters left (``of_all_parameters``);
 * ``schedule``: warm-up / cool-down steps and the scheduled values at the end; ``history``: the
-  log rows (loss, accuracy, scheduled vs achieved sparsity over training);
+  log rows (loss, accuracy, scheduled vs achieved sparsity over training); ``eval_history``:
+  validation accuracy every ``eval_every`` steps (masks as scheduled at that step);
 * ``versions`` (python, torch, transformers, datasets, mplib), ``hardware`` (platform, CPU,
   threads, CUDA device), ``wall_seconds``, ``train_seconds``, ``step_seconds``.
 
@@ -45,6 +46,7 @@ import torch
 
 from . import distributed as D
 from .config import METHODS, PruningConfig
+from .optim import param_groups
 from .profiles import Profile, get_profile
 
 RESULT_SCHEMA = 1
@@ -57,8 +59,9 @@ NOT_IN_RUN_ID = ("threads", "device", "checkpoint_every", "log_every", "eval_eve
 """Profile fields that change how a run is executed, not what it computes: not in its name."""
 
 RESULT_KEYS = ("run_id", "schema", "spec", "config", "profile", "train", "metrics", "remaining",
-               "schedule", "history", "distillation", "versions", "hardware", "wall_seconds",
-               "train_seconds", "train_cpu_seconds", "step_seconds", "resumed_from")
+               "schedule", "history", "eval_history", "distillation", "versions", "hardware",
+               "wall_seconds", "train_seconds", "train_cpu_seconds", "step_seconds",
+               "resumed_from")
 """Top-level keys of every result file."""
 
 
@@ -318,6 +321,8 @@ def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="resu
     pruner = None
     if config is not None:
         pruner = Pruner(model, config, total_steps=total, warmup_steps=warm, cooldown_steps=cool)
+    if prof.freeze_embeddings:  # before DDP, which records the parameters that need gradients
+        param_groups(model, lr=prof.lr, freeze_embeddings=True)
     seed_everything(spec.seed)
     net = D.wrap_ddp(model, device) if distributed else model
     rid = spec.run_id(base.name)
@@ -367,6 +372,7 @@ def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="resu
         remaining=remaining,
         schedule=sched,
         history=history["log"],
+        eval_history=history["eval"],
         distillation=None if teacher is None else dict(
             teacher=teacher_info["run_id"], temperature=prof.temperature,
             alpha_distil=prof.alpha_distil, alpha_task=prof.alpha_task),

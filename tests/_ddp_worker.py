@@ -81,8 +81,8 @@ def worker(rank: int, world: int, init_file: str, tmp: str) -> None:
     except ValueError as err:
         report["snip_refused"] = "accumulated_movement" in str(err)
 
-    # the runner end to end: DistributedSampler, DDP, only rank 0 writes
-    profiles.PROFILES["tiny"] = prof
+    # the runner end to end: DistributedSampler, DDP (frozen embeddings), only rank 0 writes
+    profiles.PROFILES["tiny"] = prof.with_overrides(freeze_embeddings=True)
     res = runner.run_experiment(
         runner.RunSpec(task=str(Path(tmp) / "toy"), method="movement", keep_ratio=0.25),
         "tiny", output=Path(tmp) / "out", cache_dir=Path(tmp) / "runs", progress=False)
