@@ -1,11 +1,12 @@
-"""Command line: ``python -m mplib run|sweep|profiles`` (see ``python -m mplib -h``).
+"""Command line: ``python -m mplib run|sweep|summary|profiles`` (see ``python -m mplib -h``).
 
 Examples::
 
     python -m mplib run --task rt --method movement --keep-ratio 0.1 --profile ci --output DIR
     python -m mplib run --task rt --method soft_movement --tau 0.1 --lam 50 --distill --profile cpu
     python -m mplib run --task rt --method magnitude --keep-ratio 0.1 --set epochs=8
-    python -m mplib sweep results/recipes/specs/ci_a.json --output results/runs
+    python -m mplib sweep results/recipes/specs/ci.json --output results/runs
+    python -m mplib summary results/recipes
     torchrun --nproc_per_node 2 -m mplib run --task rt --method movement --keep-ratio 0.1
 
 Taught in: the fine-pruning chapter (not yet written).
@@ -18,6 +19,7 @@ import ast
 import json
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 SWEEP_HELP = """\
 A sweep spec (JSON or YAML) names a grid; every combination is one run:
@@ -88,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(s)
 
     sub.add_parser("profiles", help="print the named profiles")
+    sm = sub.add_parser("summary", help="one line per result JSON in a folder")
+    sm.add_argument("folder", nargs="?", default="results/runs")
     return p
 
 
@@ -97,6 +101,11 @@ def main(argv=None) -> int:
     from . import runner
     from .profiles import PROFILES, Profile
 
+    if args.command == "summary":
+        found = [json.loads(p.read_text()) for p in sorted(Path(args.folder).glob("*.json"))]
+        rows = [runner.summary_row(r) for r in found if "run_id" in r]  # skip sweep specs
+        print(runner.format_table(rows))
+        return 0
     if args.command == "profiles":
         for name, prof in PROFILES.items():
             print(name, json.dumps(prof.to_dict()))

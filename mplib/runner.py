@@ -490,6 +490,34 @@ def summary_line(res: dict) -> str:
             f"{res['step_seconds']:.3f} s/step)")
 
 
+def summary_row(res: dict) -> dict:
+    """The headline numbers of one result file (for tables and the book)."""
+    spec, m, rem = res["spec"], res["metrics"], res["remaining"]
+    return dict(run_id=res["run_id"], method=spec["method"], keep=spec["keep_ratio"],
+                distill=spec["distill"], steps=res["train"]["total_steps"],
+                val=m["validation"]["accuracy"], test=m["test"]["accuracy"],
+                remaining=rem["global"], of_all=rem["of_all_parameters"],
+                step_s=res["step_seconds"], cpu_s=res.get("train_cpu_seconds"),
+                wall_s=res["wall_seconds"])
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain-text table of :func:`summary_row` dicts."""
+    if not rows:
+        return "(no result files)"
+    head = list(rows[0])
+
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4f}" if v <= 1 else f"{v:.1f}"
+        return "-" if v is None else str(v)
+
+    table = [head] + [[cell(r[k]) for k in head] for r in rows]
+    width = [max(len(line[i]) for line in table) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, width, strict=True))
+                     for line in table)
+
+
 def main_print(*args) -> None:
     if D.is_main():
         print(*args, file=sys.stdout, flush=True)

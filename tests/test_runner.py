@@ -66,6 +66,10 @@ def test_run_writes_one_json_with_the_documented_keys(tiny, capsys):
     assert res["wall_seconds"] > res["train_seconds"] > 0 and res["step_seconds"] > 0
     assert res["distillation"] is None and res["resumed_from"] is None
     assert not (tiny["cache"] / "runs" / res["run_id"]).exists()  # checkpoint removed when done
+    assert main(["summary", str(tiny["out"])]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["run_id", "method", "keep"]
+    assert table[1].startswith("tiny-toy-movement-keep0.25-seed1  movement  0.2500")
 
 
 def test_sweep_skips_finished_runs_and_resumes(tiny):
