@@ -124,7 +124,7 @@ PROFILES: dict[str, Profile] = {
         checkpoint_every=500, device="auto", seeds=(0, 1, 2),
     ),
 }
-"""The three named profiles (measured numbers: results/recipes/README.md)."""
+"""The three named profiles; the runs that measured them are in results/recipes/."""
 
 
 def get_profile(name: str, **overrides) -> Profile:

@@ -56,7 +56,7 @@ TEACHER_FIELDS = ("model", "num_layers", "max_train", "max_length", "batch_size"
 
 NOT_IN_RUN_ID = ("threads", "device", "checkpoint_every", "log_every", "eval_every",
                  "eval_batch_size", "seeds")
-"""Profile fields that change how a run is executed, not what it computes: not in its name."""
+"""Profile fields left out of a run's name, as they change how a run executes, not its result."""
 
 RESULT_KEYS = ("run_id", "schema", "spec", "config", "profile", "train", "metrics", "remaining",
                "schedule", "history", "eval_history", "distillation", "versions", "hardware",
