@@ -15,7 +15,9 @@ One step ``t`` (0-based, ``T = total_steps`` optimizer updates) of :func:`train`
 Every ``log_every`` steps the history gets the mean loss and accuracy of the window, ``lr_t``,
 the *scheduled* ``keep_ratio_t`` / ``tau_t`` / ``lam_t`` and the *achieved* remaining fraction
 (global and per layer) measured from the masks themselves -- the two must agree for Top_v
-methods, and for the threshold methods the gap between them is the lesson.
+methods, and for the threshold methods the gap between them is the lesson. ``regrown`` is the
+fraction of targeted weights pruned at the previous log step and kept now: the schedule only
+removes weights, so everything in it is mask churn (scores overtaking each other).
 
 Checkpoint and resume. Every ``checkpoint_every`` steps the loop writes model, optimizer,
 lr-scheduler, RNG states, the pruner's last scheduled values and global budgets, the history and
@@ -229,6 +231,7 @@ def train(
     history: dict = dict(log=[], eval=[], total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                          warmup_steps=warmup_steps, resumed_from=None)
     window = dict(loss=0.0, objective=0.0, correct=0, seen=0, n=0)
+    masks: dict = {"last": None}  # masks at the previous log step, for `regrown`
     start = 0
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     if ckpt_path is not None and resume and ckpt_path.exists():
@@ -241,6 +244,7 @@ def train(
         scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"])
         history, window, start = ckpt["history"], ckpt["window"], ckpt["step"]
+        masks["last"] = ckpt.get("last_masks")
         history["resumed_from"] = start
         if pruner is not None:  # the values step `start - 1` left behind, as in an unbroken run
             pruner.state = ckpt["pruner"]["state"]
@@ -253,7 +257,7 @@ def train(
         save_checkpoint(ckpt_path, dict(
             step=step_next, total_steps=total_steps, model=core.state_dict(),
             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=_rng_state(),
-            history=history, window=window,
+            history=history, window=window, last_masks=masks["last"],
             pruner=None if pruner is None else dict(
                 state=dict(pruner.state), budgets=[layer.budget for layer in pruner.layers]),
         ))
@@ -309,7 +313,7 @@ def train(
         step += 1
         bar.update(1)
         if step % log_every == 0 or step == total_steps:
-            row = _log_row(step, window, optimizer, pruner, values)
+            row = _log_row(step, window, optimizer, pruner, values, masks)
             history["log"].append(row)
             window = dict(loss=0.0, objective=0.0, correct=0, seen=0, n=0)
             bar.set_postfix(loss=f"{row['loss']:.3f}", kept=row.get("remaining"))
@@ -332,8 +336,8 @@ def train(
     return history
 
 
-def _log_row(step: int, window: dict, optimizer, pruner, values: dict) -> dict:
-    """One history row: window means, learning rates, scheduled and achieved sparsity."""
+def _log_row(step: int, window: dict, optimizer, pruner, values: dict, masks: dict) -> dict:
+    """One history row: window means, learning rates, scheduled and achieved sparsity, churn."""
     n = max(window["n"], 1)
     row = dict(step=step, loss=window["loss"] / n, objective=window["objective"] / n,
                accuracy=window["correct"] / max(window["seen"], 1))
@@ -347,6 +351,11 @@ def _log_row(step: int, window: dict, optimizer, pruner, values: dict) -> dict:
         row["remaining"] = rep["global"]
         row["remaining_per_layer"] = {str(k): v for k, v in rep["per_layer"].items()}
         row["of_all_parameters"] = rep["of_all_parameters"]
+        now = [layer.mask().bool() for layer in pruner.layers]
+        if masks["last"] is not None:
+            regrown = sum(int((m & ~old).sum()) for m, old in zip(now, masks["last"], strict=True))
+            row["regrown"] = regrown / rep["targeted_weights"]
+        masks["last"] = now
     if not math.isfinite(row["objective"]):
         raise FloatingPointError(f"loss is not finite at step {step}: {row['objective']}")
     return row

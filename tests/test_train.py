@@ -65,6 +65,10 @@ def test_achieved_keep_ratio_equals_the_schedule(loaders, method, scope):
                 _expected_remaining(model, row["keep_ratio"]), abs=1e-12)
         assert set(row["remaining_per_layer"]) == {"0", "1"}
     assert hist["log"][-1]["keep_ratio"] == 0.2
+    assert "regrown" not in hist["log"][0]
+    assert all(0.0 <= r["regrown"] <= 1.0 for r in hist["log"][1:])
+    if method == "random":  # fixed scores: shrinking Top_v never brings a weight back
+        assert all(r["regrown"] == 0.0 for r in hist["log"][1:])
     assert mplib.remaining_fraction(model) == pytest.approx(0.2, abs=2 / 256)
 
 
