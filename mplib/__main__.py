@@ -9,7 +9,7 @@ Examples::
     python -m mplib summary results/recipes
     torchrun --nproc_per_node 2 -m mplib run --task rt --method movement --keep-ratio 0.1
 
-Taught in: the fine-pruning chapter (not yet written).
+Taught in: book/03_fine_pruning.ipynb ("How to scale up").
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ through ``datasets.load_dataset``; ``data_dir=`` (or a path as the name) reads t
 from disk. GLUE test labels are hidden (-1), so ``test`` is GLUE's dev set -- the split the
 paper reports -- and ``validation`` is a stratified slice of GLUE train of the same size.
 
-Taught in: the first chapter that fine-tunes on real data (not yet written); used by every later
-one. Chapters only call the public functions below.
+Taught in: book/03_fine_pruning.ipynb, the first chapter that fine-tunes on real data; used by
+every later one. Chapters only call the public functions below.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ score rule:
 
 Only rank 0 writes result files and checkpoints; every rank evaluates the full split.
 
-Taught in: the fine-pruning chapter (not yet written), section "More than one process".
+Taught in: a later section of the fine-pruning chapter, "More than one process".
 """
 
 from __future__ import annotations

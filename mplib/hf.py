@@ -27,7 +27,7 @@ Example::
     )
     trainer.train()
 
-Taught in: the fine-pruning chapter (not yet written), section "The same run with the
+Taught in: a later section of the fine-pruning chapter, "The same run with the
 Trainer".
 """
 

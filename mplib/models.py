@@ -10,8 +10,8 @@ fast ``ci`` profile). Any Hugging Face model name or local checkpoint folder loa
 Caveat for the book: the encoder was contrastively trained on SNLI/MNLI/QQP pairs among others,
 so results on those tasks are contaminated; it has no masked-LM head.
 
-Taught in: the first chapter that fine-tunes on real data (not yet written); used by every later
-one. Chapters only call the public functions below.
+Taught in: book/03_fine_pruning.ipynb, the first chapter that fine-tunes on real data; used by
+every later one. Chapters only call the public functions below.
 """
 
 from __future__ import annotations

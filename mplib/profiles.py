@@ -15,7 +15,7 @@ move by at most about ``score_lr`` per step, so a pruning phase of a few hundred
 short for movement pruning to learn a ranking before the cubic removes most weights; magnitude
 pruning does not have this problem. See ``results/recipes/`` and the fine-pruning chapter.
 
-Taught in: the fine-pruning chapter (not yet written): profiles and the runner.
+Taught in: book/03_fine_pruning.ipynb (profiles and the runner).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ file exists, so a killed sweep restarted with the same command finishes the rest
 Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1``) every rank trains on its shard
 (DistributedSampler, DDP), masks stay identical (:mod:`mplib.distributed`), only rank 0 writes.
 
-Taught in: the fine-pruning chapter (not yet written): the runner and its result files.
+Taught in: book/03_fine_pruning.ipynb (the runner and its result files).
 """
 
 from __future__ import annotations

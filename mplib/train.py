@@ -26,8 +26,8 @@ The schedule is a pure function of the step and the data order of epoch ``e`` co
 generator re-seeded to ``seed + 1_000_003 * e``, so a killed run resumes at the same step with
 the same schedule values, batches and masks, and ends bit-for-bit where an uninterrupted run ends.
 
-Taught in: the fine-pruning chapter (the loop) and the distillation chapter (the teacher
-term); neither is written yet.
+Taught in: book/03_fine_pruning.ipynb (the loop); the teacher term in a later distillation
+chapter.
 """
 
 from __future__ import annotations
