@@ -21,8 +21,8 @@ exact Top_k, so the union of the masks is exactly the global Top_v.
 
 Memory: the extra peak is a few temporaries of one chunk, ``chunk = max(4096, N // 128)``
 entries, about ``24 * chunk`` bytes, i.e. <= 5 % of the scores' own ``4 N`` bytes once
-``N >= 524,288`` (and at most ~100 KB below that). Time: three streaming passes (five for
-float64).
+``N >= 524,288``, plus two 65,536-bin int64 histograms (about 1.5 MiB) whatever ``N``.
+Time: three streaming passes (five for float64).
 
 Taught in: later chapters on global vs local selection (C11, C12).
 """
