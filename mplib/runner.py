@@ -224,6 +224,8 @@ def build_loaders(task: str, tokenizer, profile: Profile, seed: int) -> tuple[di
 def teacher_dir(cache_dir: Path, task: str, profile: Profile, seed: int) -> Path:
     """``<cache>/teachers/<task>-<profile>-seed<seed>-<hash of the teacher's recipe>``."""
     recipe = {k: getattr(profile, k) for k in TEACHER_FIELDS}
+    if profile.pooling != "cls":  # keeps the hashes of the [CLS] teachers cached before it
+        recipe["pooling"] = profile.pooling
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
     safe = (Path(task).name if Path(task).exists() else task).replace("/", "_").replace(":", "_")
     return Path(cache_dir) / "teachers" / f"{safe}-{profile.name}-seed{seed}-{digest}"
@@ -239,7 +241,7 @@ def load_teacher(spec: RunSpec, profile: Profile, *, output: Path, cache_dir: Pa
     if not _broadcast((where / "teacher.json").exists()):
         dense = RunSpec(task=spec.task, method="dense", seed=spec.seed,
                         overrides={k: v for k, v in spec.overrides.items()
-                                   if k in TEACHER_FIELDS})
+                                   if k in TEACHER_FIELDS or k == "pooling"})
         run_experiment(dense, profile, output=output, cache_dir=cache_dir, progress=progress,
                        skip_existing=False)
         D.barrier()
@@ -313,7 +315,7 @@ def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="resu
         teacher, teacher_info = load_teacher(spec, base, output=output, cache_dir=cache_dir,
                                              progress=progress)
     model, _ = load_encoder(prof.model, num_labels=len(labels), num_layers=prof.num_layers,
-                            seed=spec.seed)
+                            seed=spec.seed, pooling=prof.pooling)
     model.to(device)
     steps_per_epoch = len(loaders["train"])
     total = max(1, round(prof.epochs * steps_per_epoch))

@@ -95,3 +95,77 @@ def test_packaged_encoder():
     batch = tok(["a gripping, well acted film", "dull"], padding=True, return_tensors="pt")
     with torch.no_grad():
         assert small(**batch).logits.shape == (2, 3)
+
+
+# ----------------------------------------------------------------------------- mean pooling
+def _mean_oracle(model, batch):
+    """Independent oracle: the masked token mean, then BERT's own pooler layers and head."""
+    hidden = model.bert(**batch).last_hidden_state
+    m = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    mean = (hidden * m).sum(1) / m.sum(1)
+    pooled = torch.tanh(model.bert.pooler.dense(mean))
+    return model.classifier(pooled)
+
+
+def test_mean_pooling_matches_masked_mean_and_ignores_padding(tiny_bert):
+    cls_model, tok = M.load_encoder(tiny_bert, seed=3)
+    model, _ = M.load_encoder(tiny_bert, seed=3, pooling="mean")
+    assert model.config.mplib_pooling == "mean" and cls_model.config.mplib_pooling == "cls"
+    texts = ["a good film", "bad", "a good bad film plots"]
+    batch = tok(texts, padding=True, return_tensors="pt")
+    assert batch["attention_mask"].min() == 0  # the batch really is padded
+    with torch.no_grad():
+        logits = model(**batch).logits
+        torch.testing.assert_close(logits, _mean_oracle(model, batch), rtol=0, atol=1e-6)
+        alone = torch.cat([model(**tok([t], return_tensors="pt")).logits for t in texts])
+        torch.testing.assert_close(logits, alone, rtol=0, atol=1e-6)  # padding changes nothing
+        assert not torch.allclose(logits, cls_model(**batch).logits)  # it is not the [CLS] head
+    # same parameters, same names: the pretrained pooler weights are reused
+    assert dict(model.named_parameters()).keys() == dict(cls_model.named_parameters()).keys()
+    assert torch.equal(model.bert.pooler.dense.weight, cls_model.bert.pooler.dense.weight)
+
+
+def test_mean_pooling_gradient_reaches_every_real_token(tiny_bert):
+    model, tok = M.load_encoder(tiny_bert, pooling="mean")
+    batch = tok(["a good film plots", "bad"], padding=True, return_tensors="pt")
+    hidden = {}
+
+    def keep(module, args, out):  # returns None: the output is left as it is
+        out.last_hidden_state.retain_grad()
+        hidden["h"] = out.last_hidden_state
+
+    model.bert.encoder.register_forward_hook(keep)
+    model(**batch).logits.sum().backward()
+    grad_norm = hidden["h"].grad.norm(dim=-1)  # (batch, tokens)
+    real = batch["attention_mask"].bool()
+    assert (grad_norm[real] > 0).all() and (grad_norm[~real] == 0).all()
+
+
+def test_mean_pooling_survives_save_load_and_pruning(tiny_bert, tmp_path):
+    from mplib import PruningConfig, surgery
+
+    model, tok = M.load_encoder(tiny_bert, seed=1, pooling="mean")
+    batch = tok(["a good film", "bad plots"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(**batch).logits
+    model.save_pretrained(tmp_path / "ckpt")
+    tok.save_pretrained(tmp_path / "ckpt")
+    again, _ = M.load_encoder(tmp_path / "ckpt")  # pooling read back from the config
+    assert isinstance(again.bert.pooler, M.MeanPooler)
+    with torch.no_grad():
+        torch.testing.assert_close(again(**batch).logits, before, rtol=0, atol=0)
+    surgery.wrap(again, PruningConfig(method="magnitude", keep_ratio=0.5))
+    with torch.no_grad():
+        pruned = again(**batch).logits
+        torch.testing.assert_close(pruned, _mean_oracle(again, batch), rtol=0, atol=1e-6)
+
+
+def test_bad_pooling_names_the_choices(tiny_bert):
+    with pytest.raises(ValueError, match=r"pooling must be one of \('cls', 'mean'\)"):
+        M.load_encoder(tiny_bert, pooling="max")
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    distil = DistilBertForSequenceClassification(DistilBertConfig(
+        vocab_size=20, dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=16))
+    with pytest.raises(ValueError, match="Use pooling='cls'"):
+        M.use_mean_pooling(distil)

@@ -143,6 +143,16 @@ def test_named_profiles_are_valid():
     assert len(profiles.PROFILES["full"].seeds) >= 3
     with pytest.raises(ValueError, match="unknown profile"):
         profiles.get_profile("gpu")
+    with pytest.raises(ValueError, match="pooling must be 'cls' or 'mean', got 'max'"):
+        profiles.get_profile("ci", pooling="max")
+
+
+def test_mean_pooled_teacher_is_a_different_teacher(tmp_path):
+    cpu = profiles.get_profile("cpu")
+    cls_dir = teacher_dir(tmp_path, "rt", cpu, 0)
+    mean_dir = teacher_dir(tmp_path, "rt", cpu.with_overrides(pooling="mean"), 0)
+    assert cls_dir != mean_dir
+    assert cls_dir == teacher_dir(tmp_path, "rt", cpu.with_overrides(threads=1), 0)
 
 
 def test_a_killed_cli_run_resumes_to_the_same_result(tiny, tmp_path):
