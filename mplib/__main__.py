@@ -1,4 +1,4 @@
-"""Command line: ``python -m mplib run|sweep|summary|profiles`` (see ``python -m mplib -h``).
+"""Command line: ``python -m mplib run|sweep|probe|summary|profiles`` (``python -m mplib -h``).
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     python -m mplib run --task rt --method soft_movement --tau 0.1 --lam 50 --distill --profile cpu
     python -m mplib run --task rt --method magnitude --keep-ratio 0.1 --set epochs=8
     python -m mplib sweep results/recipes/specs/ci.json --output results/runs
+    python -m mplib probe --task rt --profile cpu --set batch_size=16 --output results/probes
     python -m mplib summary results/recipes
     torchrun --nproc_per_node 2 -m mplib run --task rt --method movement --keep-ratio 0.1
 
@@ -89,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     common(s)
 
+    pr = sub.add_parser("probe", help="first-cut probe: one-shot movement / magnitude / random "
+                        "masks after t dense steps (mplib.probes)")
+    pr.add_argument("--task", default="rt")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--steps", type=int, default=1200, help="dense fine-tuning steps")
+    pr.add_argument("--warmup", type=int, default=106, help="LR warm-up steps")
+    pr.add_argument("--at", default="25,50,106,150,200,300,500,800,1200",
+                    help="comma-separated steps at which to cut (after that step's update)")
+    pr.add_argument("--keeps", default="0.7,0.3", help="comma-separated keep ratios")
+    common(pr)
+
     sub.add_parser("profiles", help="print the named profiles")
     sm = sub.add_parser("summary", help="one line per result JSON in a folder")
     sm.add_argument("folder", nargs="?", default="results/runs")
@@ -118,7 +130,12 @@ def main(argv=None) -> int:
             overrides["threads"] = args.threads
         if args.device is not None:
             overrides["device"] = args.device
-        if args.command == "run":
+        if args.command == "probe":
+            profile = args.profile or "cpu"
+            runner.get_profile(profile, **overrides)
+            at = [int(t) for t in args.at.split(",")]
+            keeps = [float(k) for k in args.keeps.split(",")]
+        elif args.command == "run":
             if args.epochs is not None:
                 overrides["epochs"] = args.epochs
             spec = runner.RunSpec(task=args.task, method=args.method, keep_ratio=args.keep_ratio,
@@ -139,6 +156,17 @@ def main(argv=None) -> int:
         parser.error(str(err))
 
     progress = not args.no_progress
+    if args.command == "probe":
+        from .probes import first_cut
+
+        try:
+            res = first_cut(args.task, profile, overrides=overrides, steps=args.steps,
+                            warmup=args.warmup, at=at, keeps=keeps, seed=args.seed,
+                            output=args.output, log=runner.main_print)
+        except ValueError as err:
+            parser.error(str(err))
+        runner.main_print(f"result: {res['path']} ({res['wall_seconds']:.0f} s)")
+        return 0
     if args.command == "run":
         path = runner.result_path(spec, profile, args.output)
         res = runner.run_experiment(spec, profile, output=args.output, cache_dir=args.cache_dir,
