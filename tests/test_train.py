@@ -184,3 +184,24 @@ def test_checkpoint_of_another_length_is_refused(tmp_path):
     loaders = tiny_loaders(tmp_path)[0]
     with pytest.raises(ValueError, match="total_steps"):
         train(tiny_model(), None, loaders, total_steps=7, checkpoint_dir=ckpt, progress=False)
+
+
+@pytest.mark.parametrize("scope", ["local", "global"])
+def test_movement_masks_do_not_depend_on_the_score_lr(loaders, scope):
+    """Scores start equal and Adam's step ignores the gradient's scale, so ``score_lr`` only
+    rescales every score: same masks, same weights (the claim of the fine-pruning chapter)."""
+    def run(score_lr):
+        model = tiny_model()
+        cfg = mplib.PruningConfig(method="movement", keep_ratio=0.2, scope=scope)
+        pruner = mplib.Pruner(model, cfg, total_steps=24, warmup_steps=2, cooldown_steps=6)
+        torch.manual_seed(0)
+        train(model, pruner, loaders, total_steps=24, lr=1e-3, score_lr=score_lr, log_every=4,
+              progress=False)
+        return pruner
+
+    a, b = run(1e-2), run(1e-1)
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        assert torch.equal(la.mask(), lb.mask())
+        torch.testing.assert_close(lb.scores, 10 * la.scores, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(la.weight, lb.weight, rtol=0, atol=1e-6)
+    assert any(not torch.equal(la.mask(), torch.ones_like(la.mask())) for la in a.layers)
