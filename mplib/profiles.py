@@ -12,11 +12,14 @@ runs until ``T - t_f`` with ``t_f = cooldown_frac * T``, then the masks stay at 
 
 Budget matters, and depth too. With the paper's score settings (Adam, score LR 1e-2, scores
 initialised at 0) a score after ``t`` steps measures how *consistently* its weight moved, not
-how much, and Top_v of such scores does not depend on the score LR at all. Movement to 10 %
-behaves on the 2-layer model with ~1,500 pruning steps (79.0 % vs magnitude 80.0 %), but on the
-full 6-layer model every CPU recipe measured (2-6 epochs, one-epoch dense warm-up, distillation)
-collapsed to chance as soon as pruning began, while magnitude kept ~80 %: the [CLS] vector stops
-depending on the input. See ``results/recipes/README.md`` and the fine-pruning chapter.
+how much, and Top_v of such scores does not depend on the score LR at all (tested). Movement to
+10 % and to 3 % behaves on the 2-layer model with ~1,500 pruning steps (``epochs=8,
+num_layers=2``: level with magnitude), but on the full 6-layer model every CPU recipe measured
+(2-6 epochs, lr 3e-5 or 1e-4, a one-epoch dense warm-up, distillation, a mean-pooled head)
+collapsed to chance within ~100 steps of the start of the cubic, while magnitude kept ~80 %.
+``python -m mplib probe`` (:mod:`mplib.probes`) shows the first cut is the weak point: after up
+to 1,200 dense steps a one-shot movement cut to 70 % costs about as much as a random one, a
+magnitude cut almost nothing. See ``results/recipes/README.md`` and the fine-pruning chapter.
 
 Taught in: book/03_fine_pruning.ipynb (profiles and the runner).
 """
