@@ -16,7 +16,8 @@ how much, and Top_v of such scores does not depend on the score LR at all (teste
 10 % and to 3 % behaves on the 2-layer model with ~1,500 pruning steps (``epochs=8,
 num_layers=2``: level with magnitude), but on the full 6-layer model every CPU recipe measured
 (2-6 epochs, lr 3e-5 or 1e-4, a one-epoch dense warm-up, distillation, a mean-pooled head)
-collapsed to chance within ~100 steps of the start of the cubic, while magnitude kept ~80 %.
+collapsed to chance within ~100 steps of the start of the cubic, while magnitude kept ~80 % and
+a *random* mask under the same schedule 76 %.
 ``python -m mplib probe`` (:mod:`mplib.probes`) shows the first cut is the weak point: after up
 to 1,200 dense steps a one-shot movement cut to 70 % costs about as much as a random one, a
 magnitude cut almost nothing. See ``results/recipes/README.md`` and the fine-pruning chapter.
