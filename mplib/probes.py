@@ -70,11 +70,10 @@ def one_shot_cut(model, layers, loader, keep: float, rule: str, *, seed: int, de
 
 
 def probe_path(task: str, profile: Profile, seed: int, overrides: dict, output) -> Path:
-    from .runner import NOT_IN_RUN_ID
+    from .runner import NOT_IN_RUN_ID, task_slug
 
     extra = "".join(f"+{k}{v}" for k, v in sorted(overrides.items()) if k not in NOT_IN_RUN_ID)
-    name = (Path(task).name if Path(task).exists() else task).replace("/", "_").replace(":", "_")
-    return Path(output) / f"first_cut-{name}-{profile.name}-seed{seed}{extra}.json"
+    return Path(output) / f"first_cut-{task_slug(task)}-{profile.name}-seed{seed}{extra}.json"
 
 
 def first_cut(task: str = "rt", profile: Profile | str = "cpu", *, overrides: dict | None = None,

@@ -65,6 +65,12 @@ RESULT_KEYS = ("run_id", "schema", "spec", "config", "profile", "train", "metric
 """Top-level keys of every result file."""
 
 
+def task_slug(task: str) -> str:
+    """A task name safe in file names: a local folder's own name, ``/`` and ``:`` as ``_``."""
+    name = Path(task).name if Path(task).exists() else task
+    return name.replace("/", "_").replace(":", "_")
+
+
 @dataclass
 class RunSpec:
     """What one run prunes and how (the profile says at what scale).
@@ -103,8 +109,7 @@ class RunSpec:
                              lam=self.lam, scope=self.scope, seed=self.seed)
 
     def run_id(self, profile_name: str) -> str:
-        task = Path(self.task).name if Path(self.task).exists() else self.task  # a folder
-        parts = [profile_name, task.replace("/", "_").replace(":", "_"), self.method]
+        parts = [profile_name, task_slug(self.task), self.method]
         for key in ("keep_ratio", "tau", "lam"):
             v = getattr(self, key)
             if v is not None:
@@ -227,8 +232,7 @@ def teacher_dir(cache_dir: Path, task: str, profile: Profile, seed: int) -> Path
     if profile.pooling != "cls":  # keeps the hashes of the [CLS] teachers cached before it
         recipe["pooling"] = profile.pooling
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
-    safe = (Path(task).name if Path(task).exists() else task).replace("/", "_").replace(":", "_")
-    return Path(cache_dir) / "teachers" / f"{safe}-{profile.name}-seed{seed}-{digest}"
+    return Path(cache_dir) / "teachers" / f"{task_slug(task)}-{profile.name}-seed{seed}-{digest}"
 
 
 def load_teacher(spec: RunSpec, profile: Profile, *, output: Path, cache_dir: Path,
