@@ -4,13 +4,16 @@ Importing mplib has no side effects: it does not seed random generators, change 
 logging or plot state, or touch the network.
 """
 
-from .config import METHODS, PruningConfig
-from .distill import distillation_loss
+from .config import PruningConfig
+from .distill import Distillation, distillation_loss
 from .global_topk import global_budgets, kth_largest
 from .masked import MaskedLinear
-from .optim import param_groups
+from .methods import METHODS, PruningMethod, get_method
+from .methods.l0 import expected_l0
+from .methods.soft_movement import l1_sigmoid
+from .objective import training_loss
+from .optim import make_optimizer, param_groups
 from .pruner import Pruner
-from .regularizers import expected_l0, l1_sigmoid
 from .report import remaining_fraction, sparsity_report
 from .schedule import cubic_schedule
 from .surgery import bake, masked_layers, unwrap, wrap
@@ -20,22 +23,27 @@ __version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
+    "Distillation",
     "MaskedLinear",
     "Pruner",
     "PruningConfig",
+    "PruningMethod",
     "bake",
     "cubic_schedule",
     "distillation_loss",
     "expected_l0",
+    "get_method",
     "global_budgets",
     "keep_count",
     "kth_largest",
     "l1_sigmoid",
+    "make_optimizer",
     "masked_layers",
     "param_groups",
     "remaining_fraction",
     "sparsity_report",
     "topk_mask",
+    "training_loss",
     "unwrap",
     "wrap",
 ]

@@ -20,7 +20,6 @@ import ast
 import json
 import sys
 from dataclasses import fields
-from pathlib import Path
 
 SWEEP_HELP = """\
 A sweep spec (JSON or YAML) names a grid; every combination is one run:
@@ -51,8 +50,8 @@ def _parse_set(items: list[str]) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import METHODS
-    from .profiles import PROFILES
+    from .lab.profiles import PROFILES
+    from .methods import METHODS
 
     p = argparse.ArgumentParser(prog="python -m mplib", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -91,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(s)
 
     pr = sub.add_parser("probe", help="first-cut probe: one-shot movement / magnitude / random "
-                        "masks after t dense steps (mplib.probes)")
+                        "masks after t dense steps (mplib.lab.probes)")
     pr.add_argument("--task", default="rt")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--steps", type=int, default=1200, help="dense fine-tuning steps")
@@ -110,13 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from . import runner
-    from .profiles import PROFILES, Profile
+    from .lab import runner, sweeps, tables
+    from .lab.profiles import PROFILES, Profile, get_profile
 
     if args.command == "summary":
-        found = [json.loads(p.read_text()) for p in sorted(Path(args.folder).glob("*.json"))]
-        rows = [runner.summary_row(r) for r in found if "run_id" in r]  # skip sweep specs
-        print(runner.format_table(rows))
+        rows = [tables.summary_row(r) for r in tables.load_results(args.folder)]
+        print(tables.format_table(rows))
         return 0
     if args.command == "profiles":
         for name, prof in PROFILES.items():
@@ -132,7 +130,7 @@ def main(argv=None) -> int:
             overrides["device"] = args.device
         if args.command == "probe":
             profile = args.profile or "cpu"
-            runner.get_profile(profile, **overrides)
+            get_profile(profile, **overrides)
             at = [int(t) for t in args.at.split(",")]
             keeps = [float(k) for k in args.keeps.split(",")]
         elif args.command == "run":
@@ -143,44 +141,44 @@ def main(argv=None) -> int:
                                   distill=args.distill, seed=args.seed, overrides=overrides)
             spec.pruning_config()
             profile = args.profile or "ci"
-            runner.get_profile(profile, **{k: v for k, v in overrides.items()})
+            get_profile(profile, **{k: v for k, v in overrides.items()})
         else:
-            sweep = runner.load_spec_file(args.spec)
+            sweep = sweeps.load_spec_file(args.spec)
             if args.profile:
                 sweep["profile"] = args.profile
             if overrides:
                 sweep["overrides"] = {**(sweep.get("overrides") or {}), **overrides}
-            profile, runs = runner.expand_sweep(sweep)
-            runner.get_profile(profile, **(sweep.get("overrides") or {}))
+            profile, runs = sweeps.expand_sweep(sweep)
+            get_profile(profile, **(sweep.get("overrides") or {}))
     except (ValueError, TypeError, FileNotFoundError) as err:
         parser.error(str(err))
 
     progress = not args.no_progress
     if args.command == "probe":
-        from .probes import first_cut
+        from .lab.probes import first_cut
 
         try:
             res = first_cut(args.task, profile, overrides=overrides, steps=args.steps,
                             warmup=args.warmup, at=at, keeps=keeps, seed=args.seed,
-                            output=args.output, log=runner.main_print)
+                            output=args.output, log=tables.main_print)
         except ValueError as err:
             parser.error(str(err))
-        runner.main_print(f"result: {res['path']} ({res['wall_seconds']:.0f} s)")
+        tables.main_print(f"result: {res['path']} ({res['wall_seconds']:.0f} s)")
         return 0
     if args.command == "run":
         path = runner.result_path(spec, profile, args.output)
         res = runner.run_experiment(spec, profile, output=args.output, cache_dir=args.cache_dir,
                                     progress=progress, resume=not args.no_resume,
                                     skip_existing=not args.force)
-        runner.main_print(runner.summary_line(res))
-        runner.main_print(f"result: {path}")
+        tables.main_print(tables.summary_line(res))
+        tables.main_print(f"result: {path}")
         return 0
     if args.dry_run:
         for r in runs:
             print(runner.result_path(r, profile, args.output))
         return 0
-    runner.run_sweep(sweep, output=args.output, cache_dir=args.cache_dir, progress=progress,
-                     log=runner.main_print)
+    sweeps.run_sweep(sweep, output=args.output, cache_dir=args.cache_dir, progress=progress,
+                     log=tables.main_print)
     return 0
 
 

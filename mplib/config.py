@@ -15,27 +15,28 @@ Taught in: book/01_masks_and_magnitude.ipynb (methods), book/00_intro.md (glossa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
-# method -> (uses keep_ratio, uses tau, uses lam, has scores)
-METHODS: dict[str, tuple[bool, bool, bool, bool]] = {
-    "magnitude": (True, False, False, False),
-    "movement": (True, False, False, True),
-    "soft_movement": (False, True, True, True),
-    "l0": (False, False, True, True),
-    "threshold": (False, True, False, True),
-    "random": (True, False, False, True),
-    "accumulated_movement": (True, False, False, True),
-    "snip": (True, False, False, True),
-}
-"""Every mask rule mplib knows, with which knobs it reads."""
-
-LEARNED_SCORE_METHODS = ("movement", "soft_movement", "l0", "threshold")
-"""Methods whose scores ``S`` are a trained ``nn.Parameter`` (straight-through or hard-concrete)."""
+from .methods import METHODS, get_method
 
 SCORE_INITS = ("constant", "uniform", "kaiming")
 
-L0_INIT = math.log(0.9 / 0.1)  # logit(0.9) = 2.197: gates start about 90 % open (authors' recipe)
+def _readers(knob: str) -> str:
+    names = [name for name, cls in METHODS.items() if knob in cls.knobs]
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+
+
+def _unused_knob_message(method: str, knob: str, knobs: tuple[str, ...]) -> str:
+    """The error for a knob ``method`` does not read, naming who reads it and the fix."""
+    if knob == "keep_ratio":
+        source = " and ".join(knobs) if knobs else "nothing"
+        return (f"method {method!r} does not take keep_ratio: its sparsity comes from {source}. "
+                f"Drop keep_ratio, or use a Top_v method ({_readers('keep_ratio')})")
+    if knob == "tau":
+        return (f"method {method!r} does not use tau (a threshold); tau is read only by "
+                f"{_readers('tau')}. Drop tau or change method")
+    return (f"method {method!r} has no sparsity penalty, so lam does not apply; lam is read by "
+            f"{_readers('lam')}. Drop lam or change method")
 
 
 def _as_patterns(value) -> tuple[str, ...] | None:
@@ -76,8 +77,8 @@ class PruningConfig:
             ``"constant"``. Default: cubic for soft_movement, constant for l0 -- what the
             authors' code ends up doing (it scales lambda by ``v_t / v_final``).
         score_init: ``"constant"``, ``"uniform"`` (U(-scale, scale)) or ``"kaiming"``.
-        score_init_value: the constant, or the uniform scale. Default 0 (``L0_INIT`` = 2.197
-            for ``l0``).
+        score_init_value: the constant, or the uniform scale. Default: the method's
+            ``default_score_init`` (0; ``logit(0.9) = 2.197`` for ``l0``).
         target_modules: which Linear / GPT-2 Conv1D modules to wrap: names matched exactly, as
             a dotted suffix, or as a regex (``re.fullmatch``). ``None`` selects the default
             set for the model family (Q, K, V, attention output, FFN in and out of every layer).
@@ -108,79 +109,29 @@ class PruningConfig:
     l0_beta: float = 2.0 / 3.0
     global_every: int = 1
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(
-                f"unknown pruning method {self.method!r}; choose one of {sorted(METHODS)}"
-            )
-        uses_keep, uses_tau, uses_lam, _ = METHODS[self.method]
+        cls = get_method(self.method)
         self.target_modules = _as_patterns(self.target_modules)
         self.exclude_modules = _as_patterns(self.exclude_modules)
-
-        if uses_keep:
-            if self.keep_ratio is None:
-                raise ValueError(
-                    f"method {self.method!r} needs keep_ratio (the fraction of weights kept, "
-                    "in (0, 1]); e.g. PruningConfig(method=..., keep_ratio=0.1)"
-                )
-            _check_fraction("keep_ratio", self.keep_ratio)
-            _check_fraction("initial_keep_ratio", self.initial_keep_ratio)
-            if self.keep_ratio > self.initial_keep_ratio:
-                raise ValueError(
-                    f"keep_ratio={self.keep_ratio} is larger than initial_keep_ratio="
-                    f"{self.initial_keep_ratio}; the schedule only removes weights"
-                )
-        elif self.keep_ratio is not None:
-            raise ValueError(
-                f"method {self.method!r} does not take keep_ratio: its sparsity comes from "
-                f"{'tau and lam' if uses_tau else 'lam'}. Drop keep_ratio, or use a Top_v "
-                "method (movement, magnitude, ...)"
-            )
-
-        if uses_tau:
-            if self.tau is None:
-                self.tau = 0.1 if self.method == "soft_movement" else 0.0
-            if not math.isfinite(self.tau):
-                raise ValueError(f"tau must be a finite number, got {self.tau}")
-            if self.method == "soft_movement" and not 0.0 < self.tau < 1.0:
-                raise ValueError(
-                    f"soft_movement thresholds sigmoid(S), so tau must be in (0, 1); got "
-                    f"{self.tau}. (tau=0.1 is the authors' value, i.e. S > -2.197)"
-                )
-            if self.method == "soft_movement" and not 0.0 <= self.initial_tau <= self.tau:
-                raise ValueError(
-                    f"initial_tau must be in [0, tau]; got initial_tau={self.initial_tau}, "
-                    f"tau={self.tau}"
-                )
-        elif self.tau is not None:
-            raise ValueError(
-                f"method {self.method!r} does not use tau (a threshold); tau is read only by "
-                "soft_movement (on sigmoid(S)) and threshold (on S). Drop tau or change method"
-            )
-
-        if uses_lam:
+        for knob in ("keep_ratio", "tau", "lam"):
+            if knob not in cls.knobs and getattr(self, knob) is not None:
+                raise ValueError(_unused_knob_message(self.method, knob, cls.knobs))
+        if "lam" in cls.knobs:
             if self.lam is None:
                 self.lam = 0.0
-            if not (math.isfinite(self.lam) and self.lam >= 0):
+            if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam)
+                    and self.lam >= 0):
                 raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
-        elif self.lam is not None:
-            raise ValueError(
-                f"method {self.method!r} has no sparsity penalty, so lam does not apply; lam is "
-                "read by soft_movement and l0. Drop lam or change method"
-            )
-
         if self.lam_schedule is None:
-            self.lam_schedule = "constant" if self.method == "l0" else "cubic"
+            self.lam_schedule = cls.lam_schedule
         if self.lam_schedule not in ("cubic", "constant"):
             raise ValueError(
                 f"lam_schedule must be 'cubic' or 'constant', got {self.lam_schedule!r}"
             )
-
         if self.scope not in ("local", "global"):
             raise ValueError(f"scope must be 'local' or 'global', got {self.scope!r}")
-        if self.scope == "global" and not uses_keep:
+        if self.scope == "global" and "keep_ratio" not in cls.knobs:
             raise ValueError(
                 f"scope='global' selects a global Top_v and needs a keep_ratio method; "
                 f"{self.method!r} is already global through its single threshold"
@@ -188,22 +139,25 @@ class PruningConfig:
         if self.score_init not in SCORE_INITS:
             raise ValueError(f"score_init must be one of {SCORE_INITS}, got {self.score_init!r}")
         if self.score_init_value is None:
-            self.score_init_value = L0_INIT if self.method == "l0" else 0.0
-        if not (self.l0_left < 0.0 and self.l0_right > 1.0 and self.l0_beta > 0.0):
-            raise ValueError(
-                "hard-concrete needs l0_left < 0, l0_right > 1 and l0_beta > 0 "
-                f"(got {self.l0_left}, {self.l0_right}, {self.l0_beta})"
-            )
+            self.score_init_value = cls.default_score_init
         if int(self.global_every) != self.global_every or self.global_every < 1:
             raise ValueError(f"global_every must be a positive integer, got {self.global_every}")
+        cls.check_config(self)  # the method's own defaults and checks
+
+    @property
+    def method_class(self):
+        """The :class:`~mplib.methods.PruningMethod` subclass named by ``method``."""
+        return METHODS[self.method]
 
     @property
     def has_scores(self) -> bool:
-        return METHODS[self.method][3]
+        """Whether the method keeps a score tensor ``S`` (learned or a buffer)."""
+        return self.method_class.scores != "none"
 
     @property
     def learned_scores(self) -> bool:
-        return self.method in LEARNED_SCORE_METHODS
+        """Whether ``S`` is an ``nn.Parameter`` trained by the optimizer."""
+        return self.method_class.scores == "parameter"
 
     def to_dict(self) -> dict:
         """Plain-JSON view (for result files)."""
@@ -214,7 +168,7 @@ class PruningConfig:
         return out
 
 
-def _check_fraction(name: str, value: float) -> None:
+def check_fraction(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or not (0.0 < value <= 1.0) or math.isnan(value):
         raise ValueError(
             f"{name} is the fraction of weights kept and must be in (0, 1]; got {value!r}. "

@@ -1,21 +1,20 @@
 """Data-parallel fine-pruning (``torchrun --nproc_per_node N``): every rank keeps the same masks.
 
 Under ``DistributedDataParallel`` each of the ``N`` processes sees its own shard of every batch
-and DDP averages the *parameter* gradients before the optimizer step. What that means for each
-score rule:
+and DDP averages the *parameter* gradients before the optimizer step. Each method declares what
+that means for it (its ``ddp`` attribute, :mod:`mplib.methods`); the rules are:
 
-* learned scores (movement, soft_movement, l0, threshold): ``S`` is a Parameter, its gradient
+* ``exact`` -- nothing to do: learned scores are Parameters whose gradient
   ``(dL/dW') ⊙ W`` is all-reduced with the weights', so AdamW makes the same update on every
-  rank and ``Top_v(S)``, ``sigmoid(S) > tau`` and global budgets agree;
-* magnitude: ``Top_v(|W|)`` follows the synchronised weights;
-* random: fixed scores from a seeded generator, the same on every rank;
-* accumulated_movement: ``S <- S - W ⊙ grad_W`` runs in a backward hook on the *local*
-  (pre-all-reduce) gradient, so the ranks drift apart. :func:`sync_score_buffers` averages the
-  score buffers after each step. Because the update is linear in the gradient, the average
-  equals ``S - W ⊙ mean_r(grad_W^r)``: exactly the one-process rule on the global batch;
-* snip: ``S <- S + |W ⊙ grad_W|`` is not linear in the gradient; averaging per-rank scores would
-  silently compute a different saliency than one process does, so :func:`check_supported`
-  refuses it under DDP.
+  rank; magnitude follows the synchronised weights; random scores come from a seeded generator.
+  ``Top_v(S)``, ``sigmoid(S) > tau`` and global budgets agree on every rank.
+* ``average_buffers`` -- a score *buffer* updated from the local (pre-all-reduce) gradient
+  drifts apart between ranks; :func:`sync_score_buffers` averages it after each step. For an
+  update linear in the gradient (accumulated_movement) the average is exactly the one-process
+  rule on the global batch.
+* ``refuse`` -- an update that is not linear in the gradient (snip's ``|W ⊙ grad_W|``): the
+  average of per-rank scores is another saliency than one process computes, so
+  :func:`check_supported` refuses it under DDP.
 
 Only rank 0 writes result files and checkpoints; every rank evaluates the full split.
 
@@ -33,11 +32,12 @@ from torch import nn
 
 from .surgery import masked_layers
 
-SYNCED_BUFFER_METHODS = ("accumulated_movement",)
-"""Methods whose score buffers :func:`sync_score_buffers` averages across ranks."""
 
-UNSUPPORTED_METHODS = ("snip",)
-"""Methods refused under DDP (their update is not linear in the gradient)."""
+def _policy(method: str) -> str:
+    """The method's ``ddp`` attribute: ``exact``, ``average_buffers`` or ``refuse``."""
+    from .methods import get_method
+
+    return get_method(method).ddp
 
 
 def world_size() -> int:
@@ -75,12 +75,13 @@ def device_for_rank(device_type: str) -> torch.device:
 
 def check_supported(method: str) -> None:
     """Raise if ``method`` cannot be trained data-parallel with identical semantics."""
-    if world_size() > 1 and method in UNSUPPORTED_METHODS:
+    if world_size() > 1 and _policy(method) == "refuse":
         raise ValueError(
-            f"method {method!r} accumulates |W * grad_W| from each process's local gradient; "
+            f"method {method!r} updates its scores from each process's local gradient in a way "
             "that is not linear in the gradient, so averaging across processes would not give "
-            "the single-process rule. Run it on one process (no torchrun), or use "
-            "accumulated_movement, which mplib keeps exact under DDP"
+            "the single-process rule. Run it on one process (no torchrun), or use a method whose "
+            "DDP behaviour is exact (e.g. movement, or accumulated_movement for a gradient "
+            "accumulator)"
         )
 
 
@@ -88,8 +89,8 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """``DistributedDataParallel`` around ``model`` (buffers are synchronised by mplib, not DDP)."""
     ids = [device.index] if device.type == "cuda" else None
     ddp = nn.parallel.DistributedDataParallel
-    # buffers are equal at the start; after that only accumulated_movement scores change, and
-    # sync_score_buffers keeps those equal -- no per-forward broadcast of all buffers needed
+    # buffers are equal at the start; after that only 'average_buffers' methods change theirs,
+    # and sync_score_buffers keeps those equal -- no per-forward broadcast of all buffers needed
     if "forward_sync_buffers" in inspect.signature(ddp).parameters:  # torch >= 2.13
         return ddp(model, device_ids=ids, forward_sync_buffers=False)
     return ddp(model, device_ids=ids, broadcast_buffers=False)
@@ -103,7 +104,7 @@ def sync_score_buffers(model: nn.Module) -> None:
         return
     core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     for layer in masked_layers(core).values():
-        if layer.method in SYNCED_BUFFER_METHODS:
+        if layer.rule.ddp == "average_buffers":
             dist.all_reduce(layer.scores, op=dist.ReduceOp.SUM)
             layer.scores.div_(n)
 

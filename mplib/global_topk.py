@@ -139,9 +139,9 @@ def global_budgets(
 
 def assign_global_budgets(layers: Sequence, keep_ratio: float) -> list[int]:
     """Set ``layer.budget`` on every :class:`~mplib.masked.MaskedLinear` for a global Top_v."""
-    magnitude = layers[0].method == "magnitude"
-    tensors = [(layer.weight if magnitude else layer.scores) for layer in layers]
-    budgets = global_budgets(tensors, keep_ratio, absolute=magnitude)
+    sources = [layer.rule.ranking_source(layer) for layer in layers]  # (S, False) or (W, True)
+    tensors = [t for t, _ in sources]
+    budgets = global_budgets(tensors, keep_ratio, absolute=sources[0][1])
     for layer, b in zip(layers, budgets, strict=True):
         layer.budget = b
     return budgets

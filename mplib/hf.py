@@ -11,9 +11,11 @@ overrides broke whenever their signatures changed):
 
       loss = [alpha_distil * T^2 * KL(p_teacher^T || p_student^T) + alpha_task *] CE + lam_t * R(S)
 
-  so ``Trainer(model=PrunedModelForTraining(model, pruner), ...)`` runs unmodified;
-* :func:`make_optimizer` -- AdamW over :func:`mplib.param_groups` (scores: own LR, no weight
-  decay) with linear warm-up and decay, handed to ``Trainer(optimizers=(opt, sched))``.
+  computed by :func:`mplib.objective.training_loss` as in the plain loop, so
+  ``Trainer(model=PrunedModelForTraining(model, pruner), ...)`` runs unmodified;
+* :func:`make_optimizer` (from :mod:`mplib.optim`, the plain loop's optimizer exactly) --
+  AdamW over :func:`mplib.param_groups` (scores: own LR, no weight decay) with linear warm-up
+  and decay, handed to ``Trainer(optimizers=(opt, sched))``.
 
 Example::
 
@@ -33,14 +35,15 @@ Trainer".
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from transformers import TrainerCallback
 
 from . import distributed as D
-from .distill import distillation_loss
-from .optim import param_groups
-from .train import linear_warmup_decay
+from .distill import Distillation
+from .objective import training_loss
+from .optim import make_optimizer
+
+__all__ = ["PrunedModelForTraining", "PruningCallback", "make_optimizer"]
 
 
 class PruningCallback(TrainerCallback):
@@ -119,14 +122,9 @@ class PrunedModelForTraining(nn.Module):
         super().__init__()
         self.model = model
         self.pruner = pruner
-        self._teacher = [teacher] if teacher is not None else []  # a list hides it from nn.Module
-        self.temperature = temperature
-        self.alpha_distil = alpha_distil
-        self.alpha_task = alpha_task
-        if teacher is not None:
-            teacher.eval()
-            for p in teacher.parameters():
-                p.requires_grad_(False)
+        # a plain dataclass attribute: the teacher stays out of this module's parameters
+        self.distillation = None if teacher is None else Distillation(
+            teacher, temperature=temperature, alpha_distil=alpha_distil, alpha_task=alpha_task)
 
     @property
     def config(self):
@@ -134,7 +132,7 @@ class PrunedModelForTraining(nn.Module):
 
     @property
     def teacher(self) -> nn.Module | None:
-        return self._teacher[0] if self._teacher else None
+        return None if self.distillation is None else self.distillation.teacher
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
                 **kwargs):
@@ -144,38 +142,9 @@ class PrunedModelForTraining(nn.Module):
         out = self.model(**inputs, labels=labels)
         if labels is None or not self.training:
             return out
-        task_loss = out.loss
-        loss = task_loss
-        teacher = self.teacher
-        if teacher is not None:
-            device = out.logits.device
-            if next(teacher.parameters()).device != device:
-                teacher.to(device)
-            with torch.no_grad():
-                teacher_logits = teacher(**inputs).logits
-            loss = distillation_loss(out.logits, teacher_logits, task_loss,
-                                     temperature=self.temperature,
-                                     alpha_distil=self.alpha_distil, alpha_task=self.alpha_task)
-        if self.pruner is not None:
-            loss = loss + self.pruner.penalty()
+        loss, task_loss = training_loss(out, inputs, pruner=self.pruner,
+                                        distillation=self.distillation)
         out["loss"] = loss
         out["task_loss"] = task_loss.detach()
         return out
 
-
-def make_optimizer(model: nn.Module, *, lr: float, total_steps: int, warmup_steps: int = 0,
-                   score_lr: float = 1e-2, weight_decay: float = 0.0,
-                   freeze_embeddings: bool = False):
-    """``(AdamW, LambdaLR)`` for ``Trainer(optimizers=...)``: the plain loop's optimizer exactly.
-
-    Groups from :func:`mplib.param_groups` (weights, no-decay, scores at ``score_lr``); the LR
-    factor is ``(t+1)/warmup`` during warm-up, then decays linearly to 0 at ``total_steps``.
-    Pass the inner model (not the :class:`PrunedModelForTraining` wrapper) or either: the
-    parameter names end the same way.
-    """
-    groups = param_groups(model, lr=lr, score_lr=score_lr, weight_decay=weight_decay,
-                          freeze_embeddings=freeze_embeddings)
-    opt = torch.optim.AdamW(groups, lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda t: linear_warmup_decay(t, warmup_steps=warmup_steps, total_steps=total_steps))
-    return opt, sched

@@ -1,14 +1,21 @@
-"""Optimizer parameter groups: scores get their own learning rate and no weight decay.
+"""The optimizer of fine-pruning: AdamW with scores in their own group, and its LR schedule.
 
 The authors trained ``S`` with AdamW at 1e-2 (1e-1 for L0), about 300x the weights' rate, and
 without weight decay, which would otherwise pull every score towards 0 and undo the ranking.
-Biases and LayerNorm weights get no weight decay either (the usual BERT recipe).
+Biases and LayerNorm weights get no weight decay either (the usual BERT recipe). Every group's
+rate follows the same factor: linear warm-up over ``warmup_steps``, then linear decay to 0 at
+``total_steps``:
 
-Taught in: the training chapter.
+    lr_t = lr * min((t + 1) / warmup_steps, (T - t) / (T - warmup_steps))
+
+:func:`make_optimizer` is used by both mplib's plain loop and the ``Trainer`` adapter.
+
+Taught in: book/03_fine_pruning.ipynb (the loop).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -45,3 +52,25 @@ def param_groups(
         {"params": scores, "lr": score_lr, "weight_decay": 0.0, "name": "scores"},
     ]
     return [g for g in groups if g["params"]]
+
+
+def linear_warmup_decay(step: int, *, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor: ``(t+1)/warmup`` while warming up, then linear decay to 0 at ``T``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def make_optimizer(model: nn.Module, *, lr: float, total_steps: int, warmup_steps: int = 0,
+                   score_lr: float = 1e-2, weight_decay: float = 0.0,
+                   freeze_embeddings: bool = False):
+    """``(AdamW, LambdaLR)`` over :func:`param_groups`, with :func:`linear_warmup_decay`.
+
+    Pass the model itself or any wrapper of it: groups are chosen by parameter names.
+    """
+    groups = param_groups(model, lr=lr, score_lr=score_lr, weight_decay=weight_decay,
+                          freeze_embeddings=freeze_embeddings)
+    opt = torch.optim.AdamW(groups, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: linear_warmup_decay(t, warmup_steps=warmup_steps, total_steps=total_steps))
+    return opt, sched

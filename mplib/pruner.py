@@ -8,14 +8,17 @@ Usage in a plain training loop (0-based steps, ``total_steps`` optimizer updates
         loss = task_loss(model(batch)) + pruner.penalty()
         loss.backward(); optimizer.step(); optimizer.zero_grad()
 
-What ``step`` sets, per method (all from :func:`mplib.schedule.cubic_schedule`, a pure function
-of ``step``, so a resumed run continues identically):
+What ``step`` sets is the method's business (``method.scheduled``, :mod:`mplib.methods`), all
+from :func:`mplib.schedule.cubic_schedule`, a pure function of ``step``, so a resumed run
+continues identically:
 
 * Top_v methods: ``keep_ratio_t`` from ``initial_keep_ratio`` (1) to ``keep_ratio``; with
   ``scope="global"`` the per-matrix budgets of one global Top_v are recomputed every
   ``global_every`` steps.
 * ``soft_movement``: ``tau_t`` from ``initial_tau`` (0) to ``tau`` on ``sigmoid(S)``.
 * ``soft_movement``, ``l0``: ``lam_t = lam * progress_t`` (cubic) or ``lam`` (constant).
+
+``penalty()`` is ``lam_t * method.penalty(S)``, zero for methods without one.
 
 Taught in: the training chapters.
 """
@@ -27,9 +30,8 @@ from torch import nn
 
 from .config import PruningConfig
 from .global_topk import assign_global_budgets
-from .regularizers import expected_l0, l1_sigmoid
 from .report import sparsity_report
-from .schedule import check_schedule, cubic_schedule, progress
+from .schedule import check_schedule, cubic_schedule
 from .surgery import masked_layers, wrap
 
 
@@ -74,29 +76,20 @@ class Pruner:
 
     def values_at(self, step: int) -> dict:
         """Scheduled values at ``step`` without touching the model (for plots and logs)."""
-        c = self.config
-        out: dict = {"step": step}
-        if c.keep_ratio is not None:
-            out["keep_ratio"] = self._schedule(step, c.initial_keep_ratio, c.keep_ratio)
-        if c.method == "soft_movement":
-            out["tau"] = self._schedule(step, c.initial_tau, c.tau)
-        elif c.method == "threshold":
-            out["tau"] = c.tau
-        if c.lam is not None:
-            scale = 1.0 if c.lam_schedule == "constant" else progress(
-                step, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
-                cooldown_steps=self.cooldown_steps)
-            out["lam"] = c.lam * scale
-        return out
+        rule = self.layers[0].rule
+
+        def curve(initial: float, final: float) -> float:
+            return self._schedule(step, initial, final)
+
+        return {"step": step, **rule.scheduled(curve)}
 
     def step(self, step: int) -> dict:
         """Apply the schedule for optimizer step ``step`` (call it before that step's forward)."""
         values = self.values_at(step)
         for layer in self.layers:
-            if "keep_ratio" in values:
-                layer.keep_ratio = values["keep_ratio"]
-            if "tau" in values:
-                layer.tau = values["tau"]
+            for key in ("keep_ratio", "tau"):
+                if key in values:
+                    setattr(layer, key, values[key])
         every = self.config.global_every
         if self.config.scope == "global" and (not self.state or step % every == 0):
             assign_global_budgets(self.layers, values["keep_ratio"])
@@ -104,14 +97,12 @@ class Pruner:
         return values
 
     def penalty(self) -> torch.Tensor:
-        """``lam_t * R(S)`` for soft movement (L1 of sigmoid) and L0 (expected L0); else 0."""
-        method, lam = self.config.method, self.state.get("lam", 0.0)
-        if method == "soft_movement":
-            return lam * l1_sigmoid([layer.scores for layer in self.layers])
-        if method == "l0":
-            c = self.config
-            return lam * expected_l0([layer.scores for layer in self.layers],
-                                     left=c.l0_left, right=c.l0_right, beta=c.l0_beta)
+        """``lam_t * R(S)`` for methods with a penalty (soft movement, L0); else 0."""
+        lam = self.state.get("lam", 0.0)
+        if lam:
+            r = self.layers[0].rule.penalty([layer.scores for layer in self.layers])
+            if r is not None:
+                return lam * r
         return torch.zeros((), device=self.layers[0].weight.device)
 
     def report(self) -> dict:

@@ -5,6 +5,10 @@ name when it is equal to it, is a dotted suffix of it (``"attention.self.query"`
 ``re.fullmatch``-es it. With ``target_modules=None`` the default set for the model family is
 used: the paper prunes the six weight matrices of every transformer block -- query, key, value,
 attention output, FFN in, FFN out -- and leaves embeddings, pooler and task head alone (§5).
+For a family without a listed default (DeBERTa-v2, ...) the generic default is every Linear /
+Conv1D *inside a numbered block* (a name with an index segment before its end, such as
+``encoder.layer.3.attention.self.query_proj``) whose name mentions no embedding, pooler,
+classifier or head; a warning names what it chose. Pass ``target_modules`` to be explicit.
 
 * ``wrap(model, config)``: in place; the masked layers share the original Parameters.
 * ``bake(model)``: every masked layer becomes a plain layer of its original class holding
@@ -17,6 +21,7 @@ Taught in: book/01_masks_and_magnitude.ipynb.
 from __future__ import annotations
 
 import re
+import warnings
 
 import torch
 from torch import nn
@@ -50,9 +55,21 @@ def matches(name: str, pattern: str) -> bool:
         return False
 
 
+def check_module(model) -> None:
+    """Raise a ``TypeError`` naming the fix unless ``model`` is a ``torch.nn.Module``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"mplib prunes a torch.nn.Module (e.g. a Hugging Face model); got "
+                        f"{type(model).__name__}. Load the model first (e.g. "
+                        "AutoModelForSequenceClassification.from_pretrained(...)), then pass it")
+
+
 def masked_layers(model: nn.Module) -> dict[str, MaskedLinear]:
     """All :class:`MaskedLinear` modules of ``model`` by qualified name, in module order."""
+    check_module(model)
     return {n: m for n, m in model.named_modules() if isinstance(m, MaskedLinear)}
+
+
+_NOT_IN_BLOCKS = re.compile(r"embed|pooler|classifier|(^|\.|_)(lm_)?head", re.IGNORECASE)
 
 
 def default_targets(model: nn.Module) -> tuple[str, ...] | None:
@@ -60,19 +77,21 @@ def default_targets(model: nn.Module) -> tuple[str, ...] | None:
     return DEFAULT_TARGETS.get(model_type)
 
 
+def block_linears(candidates: list[str]) -> list[str]:
+    """The generic default: candidates inside a numbered block, no embedding/pooler/head."""
+    return [n for n in candidates
+            if re.search(r"(^|\.)\d+\.", n) and not _NOT_IN_BLOCKS.search(n)]
+
+
 def select_modules(model: nn.Module, config: PruningConfig) -> list[str]:
     """Names of the modules ``wrap`` would replace (raises if the selection is empty or bad)."""
+    check_module(model)
     candidates = [n for n, m in model.named_modules() if n and is_supported(m)]
     targets = config.target_modules
     if targets is None:
         targets = default_targets(model)
         if targets is None:
-            model_type = getattr(getattr(model, "config", None), "model_type", None)
-            raise ValueError(
-                f"no default target_modules for model type {model_type!r} "
-                f"(defaults exist for {sorted(DEFAULT_TARGETS)}); pass target_modules=[...]. "
-                f"Linear/Conv1D modules in this model: {_listing(candidates)}"
-            )
+            targets = _generic_targets(model, candidates)
     for pattern in targets:  # a named module of the wrong type is a clear mistake
         for n, m in model.named_modules():
             if n and (n == pattern or n.endswith("." + pattern)) and not is_supported(m):
@@ -95,6 +114,24 @@ def select_modules(model: nn.Module, config: PruningConfig) -> list[str]:
     return chosen
 
 
+def _generic_targets(model: nn.Module, candidates: list[str]) -> tuple[str, ...]:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    chosen = block_linears(candidates)
+    if not chosen:
+        raise ValueError(
+            f"no default target_modules for model type {model_type!r} "
+            f"(defaults exist for {sorted(DEFAULT_TARGETS)}, and no Linear/Conv1D sits inside a "
+            f"numbered block); pass target_modules=[...]. Linear/Conv1D modules in this model: "
+            f"{_listing(candidates)}"
+        )
+    warnings.warn(
+        f"no default target_modules for model type {model_type!r}; mplib chose the "
+        f"{len(chosen)} Linear/Conv1D modules inside numbered blocks (no embeddings, pooler or "
+        f"head): {_listing(chosen, limit=8)}. Pass target_modules=[...] to choose yourself",
+        UserWarning, stacklevel=4)
+    return tuple(re.escape(n) for n in chosen)
+
+
 def _listing(names: list[str], limit: int = 40) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
@@ -115,6 +152,10 @@ def wrap(model: nn.Module, config: PruningConfig) -> nn.Module:
     Returns:
         ``model`` itself.
     """
+    if not isinstance(config, PruningConfig):
+        raise TypeError(f"wrap(model, config) needs a mplib.PruningConfig as config, got "
+                        f"{type(config).__name__}; e.g. PruningConfig(method='movement', "
+                        "keep_ratio=0.1)")
     if masked_layers(model):
         raise ValueError("model is already wrapped by mplib; call mplib.unwrap or mplib.bake first")
     for name in select_modules(model, config):

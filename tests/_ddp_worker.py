@@ -51,8 +51,8 @@ def worker(rank: int, world: int, init_file: str, tmp: str) -> None:
 
     import mplib
     from mplib import distributed as D
-    from mplib import profiles, runner
-    from mplib.train import train
+    from mplib.lab import profiles, runner
+    from mplib.lab.train import train
 
     prof = profiles.Profile(name="tiny", model=str(Path(tmp) / "enc"), max_length=16,
                             batch_size=8, eval_batch_size=16, epochs=1, lr=1e-2, log_every=3,

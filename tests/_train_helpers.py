@@ -78,7 +78,7 @@ def save_tiny_encoder(folder: Path, seed: int = 0) -> Path:
 
 
 def tiny_loaders(tmp: Path, *, batch_size: int = 8, seed: int = 0, n_train: int = 64):
-    from mplib.data import make_loaders, tokenize_task
+    from mplib.lab.loaders import make_loaders, tokenize_task
 
     tok = tiny_tokenizer(Path(tmp) / "tok")
     tokenized = tokenize_task(tiny_task(n_train=n_train), tok, max_length=16,

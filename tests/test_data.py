@@ -16,7 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mplib import data as D
+from mplib.lab import data as D
+from mplib.lab import loaders as L
+from mplib.lab import wheels as W
 
 
 @pytest.fixture(autouse=True)
@@ -249,9 +251,9 @@ def tiny_tokenizer(tmp_path):
 def test_tokenize_cache_is_reused(tmp_path, tiny_tokenizer, monkeypatch):
     write_rt(tmp_path / "rt")
     calls = []
-    encode = D._encode_batch
-    monkeypatch.setattr(D, "_encode_batch", lambda *a, **k: calls.append(1) or encode(*a, **k))
-    first = D.tokenize_task(
+    encode = L._encode_batch
+    monkeypatch.setattr(L, "_encode_batch", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    first = L.tokenize_task(
         D.load_task("rt", data_dir=tmp_path / "rt"),
         tiny_tokenizer,
         max_length=16,
@@ -259,7 +261,7 @@ def test_tokenize_cache_is_reused(tmp_path, tiny_tokenizer, monkeypatch):
     )
     n_calls = len(calls)
     assert n_calls >= 3
-    second = D.tokenize_task(
+    second = L.tokenize_task(
         D.load_task("rt", data_dir=tmp_path / "rt"),
         tiny_tokenizer,
         max_length=16,
@@ -268,7 +270,7 @@ def test_tokenize_cache_is_reused(tmp_path, tiny_tokenizer, monkeypatch):
     assert len(calls) == n_calls  # read back from the Arrow cache, nothing re-tokenised
     assert as_lists(second) == as_lists(first)
     assert first["train"].column_names == ["label", "input_ids", "token_type_ids", "attention_mask"]
-    D.tokenize_task(
+    L.tokenize_task(
         D.load_task("rt", data_dir=tmp_path / "rt"),
         tiny_tokenizer,
         max_length=8,
@@ -283,16 +285,16 @@ def test_collator_pads_each_batch_to_its_own_longest(tmp_path, tiny_tokenizer):
     rows = dsd["test"].to_list()
     rows[0]["text"] += " 1" * 50  # one long example, truncated at max_length
     dsd["test"] = datasets.Dataset.from_list(rows, features=dsd["test"].features)
-    tok = D.tokenize_task(dsd, tiny_tokenizer, max_length=32, cache_dir=tmp_path / "c")
-    loaders = D.make_loaders(tok, tiny_tokenizer, batch_size=4, seed=0)
+    tok = L.tokenize_task(dsd, tiny_tokenizer, max_length=32, cache_dir=tmp_path / "c")
+    loaders = L.make_loaders(tok, tiny_tokenizer, batch_size=4, seed=0)
     lengths = [len(x) for x in tok["test"]["input_ids"]]
     shapes = [tuple(b["input_ids"].shape) for b in loaders["test"]]
     assert shapes[0] == (4, 32)
     assert shapes[1] == (4, max(lengths[4:8])) and max(lengths[4:8]) < 32
     batch = next(iter(loaders["train"]))
     assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "labels"}
-    again = D.make_loaders(tok, tiny_tokenizer, batch_size=4, seed=0)["train"]
-    other = D.make_loaders(tok, tiny_tokenizer, batch_size=4, seed=1)["train"]
+    again = L.make_loaders(tok, tiny_tokenizer, batch_size=4, seed=0)["train"]
+    other = L.make_loaders(tok, tiny_tokenizer, batch_size=4, seed=1)["train"]
     assert next(iter(again))["input_ids"].tolist() == batch["input_ids"].tolist()
     assert next(iter(other))["input_ids"].tolist() != batch["input_ids"].tolist()
 
@@ -302,7 +304,7 @@ def test_pair_tasks_get_segment_ids(tmp_path, tiny_tokenizer):
     (tmp_path / "train.jsonl").write_text("\n".join(map(json.dumps, rows)))
     dsd = D.load_task(str(tmp_path), cache_dir=tmp_path / "hf")
     assert dsd["train"].column_names == ["id", "text", "text_pair", "label"]
-    tok = D.tokenize_task(dsd, tiny_tokenizer, cache_dir=tmp_path / "c")
+    tok = L.tokenize_task(dsd, tiny_tokenizer, cache_dir=tmp_path / "c")
     assert tok["train"][0]["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1]
 
 
@@ -326,7 +328,7 @@ def test_rt_real_file():
     check_splits(dsd, len(oracle))
     assert len(oracle) == 10605 - 37 - 2
     assert all(oracle[r["text"]] == bool(r["label"]) for r in dsd["validation"])
-    rows, _ = D._offline_rows("rt", None)
+    rows, _ = W.offline_rows("rt", None)
     random.Random(0).shuffle(rows)
     assert as_lists(D._split_examples(rows, ["negative", "positive"])) == as_lists(dsd)
     small = D.load_task("rt", max_train=400)

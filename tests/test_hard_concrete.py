@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import mplib
-from mplib import hard_concrete as hc
+from mplib.methods import l0 as hc
 
 L, R, B = hc.LEFT, hc.RIGHT, hc.BETA
 S_VALUES = [-3.0, -1.0, -0.3, 0.0, 0.5, 2.197, 4.0]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from mplib import models as M
+from mplib.lab import models as M
 
 
 def need(dist):

@@ -9,8 +9,8 @@ import torch
 from _train_helpers import save_tiny_encoder, tiny_model, write_tiny_task
 
 import mplib
-from mplib import probes, profiles
 from mplib.__main__ import main
+from mplib.lab import probes, profiles
 
 
 def _loader(n=24, seed=0):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import mplib
-from mplib.regularizers import expected_l0, l1_sigmoid
+from mplib import expected_l0, l1_sigmoid
 
 
 def _sig(x: float) -> float:

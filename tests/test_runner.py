@@ -10,9 +10,10 @@ import pytest
 import torch
 from _train_helpers import save_tiny_encoder, write_tiny_task
 
-from mplib import profiles
 from mplib.__main__ import main
-from mplib.runner import RESULT_KEYS, RunSpec, run_experiment, run_sweep, teacher_dir
+from mplib.lab import profiles
+from mplib.lab.runner import RESULT_KEYS, RunSpec, run_experiment, teacher_dir
+from mplib.lab.sweeps import run_sweep
 
 
 @pytest.fixture(autouse=True)

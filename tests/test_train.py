@@ -9,8 +9,8 @@ import torch
 from _train_helpers import tiny_loaders, tiny_model
 
 import mplib
+from mplib.lab.train import evaluate, linear_warmup_decay, progress_enabled, train
 from mplib.topk import keep_count
-from mplib.train import evaluate, linear_warmup_decay, progress_enabled, train
 
 
 @pytest.fixture(autouse=True)

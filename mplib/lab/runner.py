@@ -1,8 +1,9 @@
 """Experiment runner: one fine-pruning run -> one small JSON result file; sweeps of many runs.
 
 A *run* is (task, method, keep_ratio / tau / lam, scope, distillation, seed) at a *profile*
-(:mod:`mplib.profiles`). :func:`run_experiment` loads the data and the encoder, wraps the model
-(:class:`mplib.Pruner`), trains it with :func:`mplib.train.train`, evaluates validation and test
+(:mod:`mplib.lab.profiles`). :func:`run_experiment` loads the data and the encoder
+(:func:`prepare`, shared with the probes), wraps the model (:class:`mplib.Pruner`), trains it
+with :func:`mplib.lab.train.train`, evaluates validation and test
 at the final masks and writes ``<output>/<run_id>.json`` with
 
 * ``spec``, ``config`` (the :class:`~mplib.PruningConfig`), ``profile`` (every value used);
@@ -18,8 +19,9 @@ at the final masks and writes ``<output>/<run_id>.json`` with
 Method ``"dense"`` is plain fine-tuning; its model is also saved as the *teacher* of the
 distillation runs of the same (task, profile, seed) under ``<cache>/teachers/`` and reused.
 Runs checkpoint to ``<cache>/runs/<run_id>/`` (profile ``checkpoint_every``), so a killed run
-restarted with the same command resumes where it stopped; a sweep skips every run whose result
-file exists, so a killed sweep restarted with the same command finishes the rest.
+restarted with the same command resumes where it stopped; a sweep (:mod:`mplib.lab.sweeps`)
+skips every run whose result file exists, so a killed sweep restarted with the same command
+finishes the rest.
 
 Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1``) every rank trains on its shard
 (DistributedSampler, DDP), masks stay identical (:mod:`mplib.distributed`), only rank 0 writes.
@@ -31,23 +33,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import os
-import platform
-import random
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import distributed as D
-from .config import METHODS, PruningConfig
-from .optim import param_groups
+from .. import distributed as D
+from ..config import PruningConfig
+from ..methods import METHODS
+from ..optim import param_groups
+from .env import hardware, resolve_device, seed_everything, versions, write_json
 from .profiles import Profile, get_profile
+from .train import TrainConfig
 
 RESULT_SCHEMA = 1
 TEACHER_FIELDS = ("model", "num_layers", "max_train", "max_length", "batch_size", "epochs", "lr",
@@ -133,62 +134,7 @@ def _short(v) -> str:
     return str(v).replace("/", "_")
 
 
-# ----------------------------------------------------------------------------- environment
-def versions() -> dict:
-    import datasets
-    import transformers
-
-    from . import __version__
-
-    return dict(python=platform.python_version(), torch=torch.__version__,
-                transformers=transformers.__version__, datasets=datasets.__version__,
-                mplib=__version__)
-
-
-def hardware(device: torch.device) -> dict:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                       cpu)
-    except OSError:
-        pass
-    out = dict(platform=platform.platform(), machine=platform.machine(), cpu=cpu,
-               cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
-               device=str(device), world_size=D.world_size(), cuda_device=None)
-    if device.type == "cuda":
-        out["cuda_device"] = torch.cuda.get_device_name(device)
-    return out
-
-
-def resolve_device(profile: Profile) -> torch.device:
-    kind = profile.device
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("profile asks for device='cuda' but no CUDA device is available")
-    return D.device_for_rank(kind)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _broadcast(value):
+def broadcast(value):
     """Rank 0's ``value`` on every rank (so all ranks take the same branch)."""
     if D.world_size() == 1:
         return value
@@ -200,7 +146,8 @@ def _broadcast(value):
 # ----------------------------------------------------------------------------- data, teacher
 def build_loaders(task: str, tokenizer, profile: Profile, seed: int) -> tuple[dict, list[str]]:
     """Train loader (sharded under DDP) and validation/test loaders, plus the label names."""
-    from .data import load_task, make_collator, make_loaders, tokenize_task
+    from .data import load_task
+    from .loaders import make_loaders, tokenize_task
 
     dsd = load_task(task, seed=seed, max_train=profile.max_train)
     labels = dsd["train"].features["label"].names
@@ -210,20 +157,44 @@ def build_loaders(task: str, tokenizer, profile: Profile, seed: int) -> tuple[di
     tok = tokenize_task(dsd, tokenizer, max_length=profile.max_length)
     loaders = make_loaders(type(tok)({k: tok[k] for k in ("validation", "test")}), tokenizer,
                            profile.eval_batch_size, seed)
-    n = D.world_size()
-    if n == 1:
-        loaders["train"] = make_loaders(type(tok)(train=tok["train"]), tokenizer,
-                                        profile.batch_size, seed)["train"]
-    else:
-        if profile.batch_size % n:
-            raise ValueError(f"batch_size {profile.batch_size} is not divisible by "
-                             f"{n} processes")
-        sampler = torch.utils.data.DistributedSampler(
-            tok["train"], num_replicas=n, rank=D.rank(), shuffle=True, seed=seed)
-        loaders["train"] = torch.utils.data.DataLoader(
-            tok["train"], batch_size=profile.batch_size // n, sampler=sampler,
-            collate_fn=make_collator(tokenizer), generator=torch.Generator().manual_seed(seed))
+    loaders.update(make_loaders(type(tok)(train=tok["train"]), tokenizer, profile.batch_size,
+                                seed, world_size=D.world_size(), rank=D.rank()))
     return loaders, labels
+
+
+@dataclass
+class Setup:
+    """What every experiment starts from: the resolved profile, device, data and model."""
+
+    profile: Profile
+    device: torch.device
+    tokenizer: object
+    loaders: dict
+    labels: list
+    model: torch.nn.Module
+    distributed: bool = False
+
+
+def prepare(task: str, profile: Profile, seed: int, *, method: str | None = None) -> Setup:
+    """Device (joining torchrun's process group if there is one), threads, tokenizer, loaders
+    and a freshly headed encoder on the device; ``method`` is checked for DDP support."""
+    from transformers import AutoTokenizer
+
+    from .models import encoder_path, load_encoder
+
+    device = resolve_device(profile.device)
+    distributed = D.init_from_env(device.type)
+    device = D.device_for_rank(device.type)
+    if distributed and method not in (None, "dense"):
+        D.check_supported(method)
+    if profile.threads:
+        torch.set_num_threads(profile.threads)
+    tokenizer = AutoTokenizer.from_pretrained(profile.model or encoder_path())
+    loaders, labels = build_loaders(task, tokenizer, profile, seed)
+    model, _ = load_encoder(profile.model, num_labels=len(labels), num_layers=profile.num_layers,
+                            seed=seed, pooling=profile.pooling)
+    return Setup(profile=profile, device=device, tokenizer=tokenizer, loaders=loaders,
+                 labels=labels, model=model.to(device), distributed=distributed)
 
 
 def teacher_dir(cache_dir: Path, task: str, profile: Profile, seed: int) -> Path:
@@ -242,7 +213,7 @@ def load_teacher(spec: RunSpec, profile: Profile, *, output: Path, cache_dir: Pa
 
     resolved = profile.with_overrides(**spec.overrides) if spec.overrides else profile
     where = teacher_dir(cache_dir, spec.task, resolved, spec.seed)
-    if not _broadcast((where / "teacher.json").exists()):
+    if not broadcast((where / "teacher.json").exists()):
         dense = RunSpec(task=spec.task, method="dense", seed=spec.seed,
                         overrides={k: v for k, v in spec.overrides.items()
                                    if k in TEACHER_FIELDS or k == "pooling"})
@@ -274,7 +245,7 @@ def _save_teacher(model, tokenizer, where: Path, info: dict) -> None:
     with _no_hf_bars():
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    _write_json(tmp / "teacher.json", info)
+    write_json(tmp / "teacher.json", info)
     shutil.rmtree(where, ignore_errors=True)
     os.replace(tmp, where)
 
@@ -282,6 +253,24 @@ def _save_teacher(model, tokenizer, where: Path, info: dict) -> None:
 # ----------------------------------------------------------------------------- one run
 def result_path(spec: RunSpec, profile_name: str, output) -> Path:
     return Path(output) / f"{spec.run_id(profile_name)}.json"
+
+
+def schedule_steps(profile: Profile, steps_per_epoch: int) -> tuple[int, int, int]:
+    """``(total_steps, warmup_steps, cooldown_steps)`` of a run at ``profile``."""
+    total = max(1, round(profile.epochs * steps_per_epoch))
+    return total, round(profile.warmup_frac * total), round(profile.cooldown_frac * total)
+
+
+def train_config(profile: Profile, **overrides) -> TrainConfig:
+    """The :class:`~mplib.lab.train.TrainConfig` of ``profile`` (rates, distillation, logging),
+    with ``overrides``; runs are evaluated by the runner after training (``eval_at_end`` off)."""
+    p = profile
+    fields_ = dict(lr=p.lr, score_lr=p.score_lr, weight_decay=p.weight_decay,
+                   freeze_embeddings=p.freeze_embeddings, temperature=p.temperature,
+                   alpha_distil=p.alpha_distil, alpha_task=p.alpha_task, log_every=p.log_every,
+                   eval_every=p.eval_every, eval_at_end=False)
+    fields_.update(overrides)
+    return TrainConfig(**fields_)
 
 
 def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="results/runs",
@@ -296,52 +285,36 @@ def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="resu
     prof = base.with_overrides(**spec.overrides) if spec.overrides else base
     config = spec.pruning_config()  # validate before any heavy work
     out_path = result_path(spec, base.name, output)
-    if skip_existing and _broadcast(out_path.exists()):
+    if skip_existing and broadcast(out_path.exists()):
         return json.loads(out_path.read_text())
 
-    device = resolve_device(prof)
-    distributed = D.init_from_env(device.type)
-    device = D.device_for_rank(device.type)
-    if distributed:
-        D.check_supported(spec.method)
-    if prof.threads:
-        torch.set_num_threads(prof.threads)
-    from transformers import AutoTokenizer
-
-    from .models import encoder_path, load_encoder
-    from .pruner import Pruner
+    from ..pruner import Pruner
     from .train import evaluate, train
 
-    tokenizer = AutoTokenizer.from_pretrained(prof.model or encoder_path())
-    loaders, labels = build_loaders(spec.task, tokenizer, prof, spec.seed)
+    setup = prepare(spec.task, prof, spec.seed, method=spec.method)
+    model, loaders, labels, device = setup.model, setup.loaders, setup.labels, setup.device
     teacher, teacher_info = None, None
     if spec.distill:
         teacher, teacher_info = load_teacher(spec, base, output=output, cache_dir=cache_dir,
                                              progress=progress)
-    model, _ = load_encoder(prof.model, num_labels=len(labels), num_layers=prof.num_layers,
-                            seed=spec.seed, pooling=prof.pooling)
-    model.to(device)
     steps_per_epoch = len(loaders["train"])
-    total = max(1, round(prof.epochs * steps_per_epoch))
-    warm, cool = round(prof.warmup_frac * total), round(prof.cooldown_frac * total)
+    total, warm, cool = schedule_steps(prof, steps_per_epoch)
     pruner = None
     if config is not None:
         pruner = Pruner(model, config, total_steps=total, warmup_steps=warm, cooldown_steps=cool)
     if prof.freeze_embeddings:  # before DDP, which records the parameters that need gradients
         param_groups(model, lr=prof.lr, freeze_embeddings=True)
     seed_everything(spec.seed)
-    net = D.wrap_ddp(model, device) if distributed else model
+    net = D.wrap_ddp(model, device) if setup.distributed else model
     rid = spec.run_id(base.name)
     ckpt_dir = Path(cache_dir) / "runs" / rid if prof.checkpoint_every else None
     history = train(
-        net, pruner, loaders, total_steps=total, lr=prof.lr, score_lr=prof.score_lr,
-        weight_decay=prof.weight_decay, warmup=warm, freeze_embeddings=prof.freeze_embeddings,
-        teacher=teacher, temperature=prof.temperature, alpha_distil=prof.alpha_distil,
-        alpha_task=prof.alpha_task, log_every=prof.log_every, eval_every=prof.eval_every,
-        device=device, progress=progress, checkpoint_dir=ckpt_dir,
-        checkpoint_every=prof.checkpoint_every or total + 1, resume=resume, seed=spec.seed,
-        on_step_end=(lambda step, m: D.sync_score_buffers(m)) if distributed else None,
-        is_main=D.is_main(), eval_at_end=False,  # evaluated below, validation and test
+        net, pruner, loaders, train_config(prof, warmup=warm, progress=progress, resume=resume,
+                                           seed=spec.seed,
+                                           checkpoint_every=prof.checkpoint_every or total + 1),
+        total_steps=total, teacher=teacher, device=device, checkpoint_dir=ckpt_dir,
+        on_step_end=(lambda step, m: D.sync_score_buffers(m)) if setup.distributed else None,
+        is_main=D.is_main(),
     )
     t_eval = time.perf_counter()
     metrics = {split: evaluate(model, loaders[split], device=device)
@@ -392,138 +365,12 @@ def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="resu
     )
     if D.is_main():
         if spec.method == "dense" and not spec.distill:
-            _save_teacher(model, tokenizer, teacher_dir(cache_dir, spec.task, prof, spec.seed),
+            where = teacher_dir(cache_dir, spec.task, prof, spec.seed)
+            _save_teacher(model, setup.tokenizer, where,
                           dict(run_id=rid, metrics=metrics, num_labels=len(labels),
                                profile=prof.to_dict()))
-        _write_json(out_path, result)
+        write_json(out_path, result)
         if ckpt_dir is not None:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
     D.barrier()
     return result
-
-
-# ----------------------------------------------------------------------------- sweeps
-def load_spec_file(path) -> dict:
-    """Read a sweep spec from JSON or YAML (``.yaml``/``.yml`` needs PyYAML)."""
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:  # pragma: no cover
-            raise SystemExit("YAML sweep specs need PyYAML (pip install pyyaml); or use JSON") \
-                from None
-        return yaml.safe_load(text)
-    return json.loads(text)
-
-
-def _as_list(v, default):
-    if v is None:
-        return list(default)
-    return list(v) if isinstance(v, (list, tuple)) else [v]
-
-
-SWEEP_KEYS = ("task", "tasks", "profile", "methods", "keep_ratios", "taus", "lams", "scope",
-              "seeds", "distill", "dense", "overrides", "runs")
-
-
-def expand_sweep(spec: dict) -> tuple[str, list[RunSpec]]:
-    """The profile name and the list of runs of a sweep spec (see ``python -m mplib sweep -h``).
-
-    Top_v methods take every ``keep_ratios`` entry; soft_movement / l0 / threshold take every
-    ``taus`` x ``lams`` entry that applies. ``dense: true`` adds the dense run of every seed;
-    ``runs`` adds explicit runs (dicts of :class:`RunSpec` fields).
-    """
-    unknown = sorted(set(spec) - set(SWEEP_KEYS))
-    if unknown:
-        raise ValueError(f"unknown sweep key(s) {unknown}; known: {list(SWEEP_KEYS)}")
-    profile = spec.get("profile", "ci")
-    prof = get_profile(profile)
-    tasks = _as_list(spec.get("tasks", spec.get("task")), ["rt"])
-    seeds = _as_list(spec.get("seeds"), prof.seeds)
-    distills = [bool(d) for d in _as_list(spec.get("distill"), [False])]
-    overrides = dict(spec.get("overrides") or {})
-    scope = spec.get("scope", "local")
-    runs: list[RunSpec] = []
-    for task, seed in itertools.product(tasks, seeds):
-        if spec.get("dense"):
-            runs.append(RunSpec(task=task, method="dense", seed=seed, overrides=overrides))
-        for method, distill in itertools.product(_as_list(spec.get("methods"), []), distills):
-            uses_keep, uses_tau, uses_lam, _ = METHODS[method] if method in METHODS else (
-                (False,) * 4)
-            if method not in METHODS:
-                raise ValueError(f"unknown method {method!r} in sweep; known {sorted(METHODS)}")
-            keeps = _as_list(spec.get("keep_ratios"), [None]) if uses_keep else [None]
-            taus = _as_list(spec.get("taus"), [None]) if uses_tau else [None]
-            lams = _as_list(spec.get("lams"), [None]) if uses_lam else [None]
-            for k, t, lam in itertools.product(keeps, taus, lams):
-                runs.append(RunSpec(task=task, method=method, keep_ratio=k, tau=t, lam=lam,
-                                    scope=scope if uses_keep else "local", distill=distill,
-                                    seed=seed, overrides=overrides))
-        for extra in spec.get("runs") or []:
-            fields_ = dict(task=task, seed=seed, overrides=overrides)
-            fields_.update(extra)
-            runs.append(RunSpec(**fields_))
-    for r in runs:
-        r.pruning_config()  # every run is valid before the first one starts
-    return profile, runs
-
-
-def run_sweep(spec: dict, *, output="results/runs", cache_dir="results/cache",
-              progress: bool = True, log=print) -> list[dict]:
-    """Run every run of ``spec`` in order, skipping those whose result file already exists."""
-    profile, runs = expand_sweep(spec)
-    results = []
-    for i, r in enumerate(runs, 1):
-        path = result_path(r, profile, output)
-        exists = _broadcast(path.exists())
-        if D.is_main():
-            log(f"[{i}/{len(runs)}] {r.run_id(profile)}" + (" (exists, skipped)" if exists
-                                                             else ""))
-        res = run_experiment(r, profile, output=output, cache_dir=cache_dir, progress=progress)
-        results.append(res)
-        if D.is_main() and not exists:
-            log("    " + summary_line(res))
-    return results
-
-
-def summary_line(res: dict) -> str:
-    m = res["metrics"]
-    rem_s = ("dense" if res["spec"]["method"] == "dense"
-             else f"remaining {res['remaining']['global']:.3f}")
-    return (f"{res['run_id']}: val {m['validation']['accuracy']:.4f} test "
-            f"{m['test']['accuracy']:.4f} {rem_s} ({res['wall_seconds']:.0f} s, "
-            f"{res['step_seconds']:.3f} s/step)")
-
-
-def summary_row(res: dict) -> dict:
-    """The headline numbers of one result file (for tables and the book)."""
-    spec, m, rem = res["spec"], res["metrics"], res["remaining"]
-    return dict(run_id=res["run_id"], method=spec["method"], keep=spec["keep_ratio"],
-                distill=spec["distill"], steps=res["train"]["total_steps"],
-                val=m["validation"]["accuracy"], test=m["test"]["accuracy"],
-                remaining=rem["global"], of_all=rem["of_all_parameters"],
-                step_s=res["step_seconds"], cpu_s=res.get("train_cpu_seconds"),
-                wall_s=res["wall_seconds"])
-
-
-def format_table(rows: list[dict]) -> str:
-    """Plain-text table of :func:`summary_row` dicts."""
-    if not rows:
-        return "(no result files)"
-    head = list(rows[0])
-
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.4f}" if v <= 1 else f"{v:.1f}"
-        return "-" if v is None else str(v)
-
-    table = [head] + [[cell(r[k]) for k in head] for r in rows]
-    width = [max(len(line[i]) for line in table) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, width, strict=True))
-                     for line in table)
-
-
-def main_print(*args) -> None:
-    if D.is_main():
-        print(*args, file=sys.stdout, flush=True)

@@ -23,13 +23,14 @@ Taught in: book/03_fine_pruning.ipynb (the budget hazard).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import torch
 
+from ..topk import keep_count, topk_mask
 from .profiles import Profile, get_profile
-from .topk import keep_count, topk_mask
 
 __all__ = ["RULES", "first_cut", "one_shot_cut", "probe_path"]
 
@@ -87,18 +88,11 @@ def first_cut(task: str = "rt", profile: Profile | str = "cpu", *, overrides: di
         steps: dense fine-tuning steps; ``warmup``: LR warm-up steps (then linear decay to 0).
         at: steps (counted after the update) at which to probe; ``keeps``: keep ratios to cut to.
     """
-    from . import distributed as D
-    from .config import PruningConfig
-    from .models import encoder_path, load_encoder
-    from .pruner import Pruner
-    from .runner import (
-        _write_json,
-        build_loaders,
-        hardware,
-        resolve_device,
-        seed_everything,
-        versions,
-    )
+    from .. import distributed as D
+    from ..config import PruningConfig
+    from ..pruner import Pruner
+    from .env import hardware, seed_everything, versions, write_json
+    from .runner import prepare, train_config
     from .train import evaluate, train
 
     t0 = time.perf_counter()
@@ -112,18 +106,10 @@ def first_cut(task: str = "rt", profile: Profile | str = "cpu", *, overrides: di
     for k in keeps:
         if not 0 < k <= 1:
             raise ValueError(f"keep ratios must be in (0, 1], got {k}")
-    if D.world_size() > 1:
+    if D.world_size() > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("the probe runs in one process; start it without torchrun")
-    device = resolve_device(prof)
-    if prof.threads:
-        torch.set_num_threads(prof.threads)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(prof.model or encoder_path())
-    loaders, labels = build_loaders(task, tokenizer, prof, seed)
-    model, _ = load_encoder(prof.model, num_labels=len(labels), num_layers=prof.num_layers,
-                            seed=seed, pooling=prof.pooling)
-    model.to(device)
+    setup = prepare(task, prof, seed)
+    model, loaders, device = setup.model, setup.loaders, setup.device
     pruner = Pruner(model, PruningConfig(method="movement", keep_ratio=1.0), total_steps=steps)
     seed_everything(seed)
     rows = []
@@ -144,10 +130,9 @@ def first_cut(task: str = "rt", profile: Profile | str = "cpu", *, overrides: di
             f"{rule[:3]}@{keep} {row[f'{rule}@{keep}']['accuracy']:.4f}"
             for keep in keeps for rule in RULES))
 
-    train(model, pruner, loaders, total_steps=steps, lr=prof.lr, score_lr=prof.score_lr,
-          weight_decay=prof.weight_decay, warmup=warmup, freeze_embeddings=prof.freeze_embeddings,
-          log_every=prof.log_every, eval_at_end=False, device=device, progress=False, seed=seed,
-          on_step_end=probe)
+    train(model, pruner, loaders, train_config(prof, warmup=warmup, progress=False, seed=seed,
+                                               eval_every=None),
+          total_steps=steps, device=device, on_step_end=probe)
     result = dict(
         probe="first_cut", task=task, seed=seed, steps=steps, warmup=warmup, at=at, keeps=keeps,
         rules=list(RULES), profile=prof.to_dict(), overrides=overrides, rows=rows,
@@ -156,6 +141,6 @@ def first_cut(task: str = "rt", profile: Profile | str = "cpu", *, overrides: di
         wall_seconds=time.perf_counter() - t0,
     )
     path = probe_path(task, base, seed, overrides, output)
-    _write_json(path, result)
+    write_json(path, result)
     result["path"] = str(path)
     return result

@@ -1,0 +1,36 @@
+"""SNIP-style saliency accumulated over fine-tuning (Lee et al. 2019), a contrast score.
+
+    after every backward:   S <- S + |W ⊙ grad_W|,     grad_W = (dL/dW') ⊙ M
+    mask:                   M = Top_v(S)
+
+The first-order estimate of how much the loss changes when a weight is removed, summed over
+steps. Unlike movement it ignores the *direction* of the change: a weight that moves towards
+zero scores as high as one that moves away.
+
+The update is not linear in the gradient, so averaging per-process scores under DDP would
+compute another saliency than one process does: refused (``ddp = "refuse"``).
+
+Taught in: a contrast score; the movement-scores chapter (planned) compares the masks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import TopV
+
+
+class Snip(TopV):
+    """``S += |W ⊙ grad_W|`` after each backward, ``M = Top_v(S)``."""
+
+    name = "snip"
+    scores = "buffer"
+    ddp = "refuse"
+    accumulates = True
+    chapter = "planned: the movement-scores chapter"
+
+    def initial_scores(self, weight: torch.Tensor, name: str) -> torch.Tensor:
+        return torch.zeros_like(weight, requires_grad=False)
+
+    def accumulate(self, layer, grad_weight: torch.Tensor) -> None:
+        layer.scores.add_((grad_weight * layer.weight).abs())
