@@ -10,7 +10,7 @@ on the same scale as the task loss when ``T`` changes. The paper's runs used
 :class:`Distillation` bundles the teacher with ``T`` and the two weights; its
 :meth:`~Distillation.loss` runs the teacher under ``no_grad`` (in eval mode, frozen) and mixes.
 
-Taught in: planned: the schedules-and-distillation chapter.
+Taught in: planned chapter "Schedules and distillation".
 """
 
 from __future__ import annotations

@@ -29,8 +29,7 @@ Example::
     )
     trainer.train()
 
-Taught in: a later section of the fine-pruning chapter, "The same run with the
-Trainer".
+Taught in: planned chapter "Fine-pruning with the Hugging Face Trainer".
 """
 
 from __future__ import annotations

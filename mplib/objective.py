@@ -8,8 +8,8 @@
 Used by mplib's plain loop (:mod:`mplib.lab.train`) and by the ``Trainer`` adapter
 (:mod:`mplib.hf`), so both optimise exactly the same thing.
 
-Taught in: book/03_fine_pruning.ipynb (the loop); the teacher term in the planned
-schedules-and-distillation chapter.
+Taught in: book/03_fine_pruning.ipynb (the loop); the teacher term in planned chapter
+"Schedules and distillation".
 """
 
 from __future__ import annotations

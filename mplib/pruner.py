@@ -20,7 +20,8 @@ continues identically:
 
 ``penalty()`` is ``lam_t * method.penalty(S)``, zero for methods without one.
 
-Taught in: the training chapters.
+Taught in: book/02_straight_through.ipynb (the schedule drives the masks),
+book/03_fine_pruning.ipynb (fine-pruning runs).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ The cubic removes weights fast while many are redundant and slowly near the targ
 (0 -> tau), and the penalty weight follows ``lam_t = lam * progress_t`` with progress the same
 curve from 0 to 1 (the authors scale lambda by ``v_t / v_final``).
 
-Taught in: the schedule chapter; plotted in book/01_masks_and_magnitude.ipynb.
+Taught in: book/01_masks_and_magnitude.ipynb (plotted); its derivative in planned chapter
+"Schedules and distillation".
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ KERNEL_ENV = {
     "HF_DATASETS_OFFLINE": "1",
     "TQDM_DISABLE": "1",  # no progress bars, including those of datasets/transformers
     "OMP_NUM_THREADS": "1",  # float sums depend on the thread count
-    "MPLIB_PROFILE": "ci",  # the small profile CI executes (see mplib.notebook)
+    "MPLIB_PROFILE": "ci",  # the small profile CI executes (see mplib.lab.notebook)
 }
 
 

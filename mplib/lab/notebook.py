@@ -1,6 +1,6 @@
 """One-call set-up for the chapters: seeds, threads, quiet progress bars, plot style, profile.
 
-Every chapter's single set-up cell runs ``facts = mplib.notebook.setup()`` and prints ``facts``.
+Every chapter's single set-up cell runs ``facts = mplib.lab.notebook.setup()`` and prints ``facts``.
 Nothing here runs at import time: importing :mod:`mplib` (or this module) seeds nothing and
 changes no global state; :func:`setup` does all of it, explicitly.
 
@@ -40,7 +40,7 @@ PLOT_STYLE = {
 def resolve_profile(profile: str | None = None) -> str:
     """Return the profile name to use: ``profile``, else ``$MPLIB_PROFILE``, else ``"ci"``.
 
-    Raises ``ValueError`` for a name not in :data:`mplib.profiles.PROFILES`.
+    Raises ``ValueError`` for a name not in :data:`mplib.lab.profiles.PROFILES`.
     """
     name = profile if profile is not None else os.environ.get("MPLIB_PROFILE", "")
     name = name.strip().lower() or DEFAULT_PROFILE
@@ -93,7 +93,7 @@ def setup(profile: str | None = None, seed: int = 0, threads: int = 1) -> dict:
     * resets matplotlib to a fixed style (:data:`PLOT_STYLE`);
     * resolves the profile (see :func:`resolve_profile`).
 
-    The device is the profile's (:mod:`mplib.profiles`): ``ci`` and ``cpu`` always run on the
+    The device is the profile's (:mod:`mplib.lab.profiles`): ``ci`` and ``cpu`` always run on the
     CPU, so the stored outputs are the same on every machine; ``full`` uses a GPU when one is
     visible.
 

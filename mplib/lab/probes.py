@@ -83,7 +83,7 @@ def first_cut(task: str = "rt", profile: Profile | str = "cpu", *, overrides: di
     """Run the first-cut probe and write its JSON; returns the result dict.
 
     Args:
-        task, profile, overrides: data and model as for :func:`mplib.runner.run_experiment`
+        task, profile, overrides: data and model as for :func:`mplib.lab.runner.run_experiment`
             (``max_eval`` of the profile bounds the validation rows used for every cut).
         steps: dense fine-tuning steps; ``warmup``: LR warm-up steps (then linear decay to 0).
         at: steps (counted after the update) at which to probe; ``keeps``: keep ratios to cut to.

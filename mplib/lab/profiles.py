@@ -1,8 +1,8 @@
 """Named experiment scales: ``ci`` (seconds, CPU), ``cpu`` (hours, CPU) and ``full`` (GPU).
 
 A chapter never edits its code to change scale (STYLE rule 10): it names a profile, and the
-runner (:mod:`mplib.runner`) reads every size and rate from it. The same profile names are used
-by :func:`mplib.notebook.setup`. A profile is a plain dataclass; ``replace(profile, epochs=8)``
+runner (:mod:`mplib.lab.runner`) reads every size and rate from it. The same profile names are used
+by :func:`mplib.lab.notebook.setup`. A profile is a plain dataclass; ``replace(profile, epochs=8)``
 or ``--set epochs=8`` on the command line gives a variant, and result files record the values
 actually used.
 
@@ -18,7 +18,7 @@ num_layers=2``: level with magnitude), but on the full 6-layer model every CPU r
 (2-6 epochs, lr 3e-5 or 1e-4, a one-epoch dense warm-up, distillation, a mean-pooled head)
 collapsed to chance within ~100 steps of the start of the cubic, while magnitude kept ~80 % and
 a *random* mask under the same schedule 76 %.
-``python -m mplib probe`` (:mod:`mplib.probes`) shows the first cut is the weak point: after up
+``python -m mplib probe`` (:mod:`mplib.lab.probes`) shows the first cut is the weak point: after up
 to 1,200 dense steps a one-shot movement cut to 70 % costs about as much as a random one, a
 magnitude cut almost nothing. See ``results/recipes/README.md`` and the fine-pruning chapter.
 
@@ -37,11 +37,11 @@ class Profile:
     Attributes:
         name: the profile's name (``ci``, ``cpu``, ``full``).
         model: Hugging Face model name or local folder of the encoder (None: the packaged
-            all-MiniLM-L6-v2, see :func:`mplib.models.load_encoder`).
+            all-MiniLM-L6-v2, see :func:`mplib.lab.models.load_encoder`).
         num_layers: keep only the first ``num_layers`` encoder layers (None: all 6).
         pooling: what the classification head reads: ``"cls"`` (the [CLS] state, the paper's
             BERT setup) or ``"mean"`` (masked mean of the token states, how all-MiniLM-L6-v2
-            was trained); see :func:`mplib.models.load_encoder`.
+            was trained); see :func:`mplib.lab.models.load_encoder`.
         max_train: stratified training subsample size (None: the whole train split).
         max_eval: evaluate on the first ``max_eval`` rows of validation and test (None: all).
         max_length: token truncation length (RT snippets: median 26, 99th percentile 54).

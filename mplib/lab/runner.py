@@ -31,107 +31,32 @@ Taught in: book/03_fine_pruning.ipynb (the runner and its result files).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from .. import distributed as D
-from ..config import PruningConfig
-from ..methods import METHODS
 from ..optim import param_groups
 from .env import hardware, resolve_device, seed_everything, versions, write_json
 from .profiles import Profile, get_profile
+from .spec import NOT_IN_RUN_ID, RunSpec, result_path, task_slug
+from .teachers import TEACHER_FIELDS, load_teacher, save_teacher, teacher_dir
 from .train import TrainConfig
 
 RESULT_SCHEMA = 1
-TEACHER_FIELDS = ("model", "num_layers", "max_train", "max_length", "batch_size", "epochs", "lr",
-                  "weight_decay", "warmup_frac", "freeze_embeddings")
-"""Profile fields that define the dense teacher (a change trains a new teacher)."""
-
-NOT_IN_RUN_ID = ("threads", "device", "checkpoint_every", "log_every", "eval_every",
-                 "eval_batch_size", "seeds")
-"""Profile fields left out of a run's name, as they change how a run executes, not its result."""
+__all__ = ["NOT_IN_RUN_ID", "RESULT_KEYS", "RESULT_SCHEMA", "TEACHER_FIELDS", "RunSpec", "Setup",
+           "broadcast", "build_loaders", "load_teacher", "prepare", "result_path",
+           "run_experiment", "schedule_steps", "task_slug", "teacher_dir", "train_config"]
 
 RESULT_KEYS = ("run_id", "schema", "spec", "config", "profile", "train", "metrics", "remaining",
                "schedule", "history", "eval_history", "distillation", "versions", "hardware",
                "wall_seconds", "train_seconds", "train_cpu_seconds", "step_seconds",
                "resumed_from")
 """Top-level keys of every result file."""
-
-
-def task_slug(task: str) -> str:
-    """A task name safe in file names: a local folder's own name, ``/`` and ``:`` as ``_``."""
-    name = Path(task).name if Path(task).exists() else task
-    return name.replace("/", "_").replace(":", "_")
-
-
-@dataclass
-class RunSpec:
-    """What one run prunes and how (the profile says at what scale).
-
-    Attributes:
-        task: ``"rt"``, ``"bbc"`` or any name :func:`mplib.data.load_task` accepts.
-        method: a :data:`mplib.METHODS` name, or ``"dense"`` (fine-tuning, no pruning).
-        keep_ratio, tau, lam, scope: as in :class:`mplib.PruningConfig`.
-        distill: distil from the cached dense teacher (alpha_distil 0.9, alpha_task 0.1, T 2).
-        seed: seeds the head, dropout, data order, training subsample and random scores.
-        overrides: profile fields changed for this run (e.g. ``{"epochs": 8}``).
-    """
-
-    task: str = "rt"
-    method: str = "movement"
-    keep_ratio: float | None = None
-    tau: float | None = None
-    lam: float | None = None
-    scope: str = "local"
-    distill: bool = False
-    seed: int = 0
-    overrides: dict = field(default_factory=dict)
-
-    def pruning_config(self) -> PruningConfig | None:
-        """The validated :class:`PruningConfig` (None for ``dense``); errors say what is wrong."""
-        if self.method == "dense":
-            given = [k for k in ("keep_ratio", "tau", "lam") if getattr(self, k) is not None]
-            if given or self.scope != "local":
-                raise ValueError(f"method 'dense' does not prune, so {given or ['scope']} "
-                                 "does not apply")
-            return None
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose dense or one of "
-                             f"{sorted(METHODS)}")
-        return PruningConfig(method=self.method, keep_ratio=self.keep_ratio, tau=self.tau,
-                             lam=self.lam, scope=self.scope, seed=self.seed)
-
-    def run_id(self, profile_name: str) -> str:
-        parts = [profile_name, task_slug(self.task), self.method]
-        for key in ("keep_ratio", "tau", "lam"):
-            v = getattr(self, key)
-            if v is not None:
-                parts.append(f"{ {'keep_ratio': 'keep'}.get(key, key)}{v:g}")
-        if self.scope != "local":
-            parts.append(self.scope)
-        if self.distill:
-            parts.append("distil")
-        parts.append(f"seed{self.seed}")
-        rid = "-".join(parts)
-        for k in sorted(set(self.overrides) - set(NOT_IN_RUN_ID)):
-            rid += f"+{k}{_short(self.overrides[k])}"
-        return rid
-
-
-def _short(v) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, (list, tuple)):
-        return "_".join(_short(x) for x in v)
-    return str(v).replace("/", "_")
 
 
 def broadcast(value):
@@ -143,7 +68,6 @@ def broadcast(value):
     return box[0]
 
 
-# ----------------------------------------------------------------------------- data, teacher
 def build_loaders(task: str, tokenizer, profile: Profile, seed: int) -> tuple[dict, list[str]]:
     """Train loader (sharded under DDP) and validation/test loaders, plus the label names."""
     from .data import load_task
@@ -195,64 +119,6 @@ def prepare(task: str, profile: Profile, seed: int, *, method: str | None = None
                             seed=seed, pooling=profile.pooling)
     return Setup(profile=profile, device=device, tokenizer=tokenizer, loaders=loaders,
                  labels=labels, model=model.to(device), distributed=distributed)
-
-
-def teacher_dir(cache_dir: Path, task: str, profile: Profile, seed: int) -> Path:
-    """``<cache>/teachers/<task>-<profile>-seed<seed>-<hash of the teacher's recipe>``."""
-    recipe = {k: getattr(profile, k) for k in TEACHER_FIELDS}
-    if profile.pooling != "cls":  # keeps the hashes of the [CLS] teachers cached before it
-        recipe["pooling"] = profile.pooling
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
-    return Path(cache_dir) / "teachers" / f"{task_slug(task)}-{profile.name}-seed{seed}-{digest}"
-
-
-def load_teacher(spec: RunSpec, profile: Profile, *, output: Path, cache_dir: Path,
-                 progress: bool) -> tuple[torch.nn.Module, dict]:
-    """The cached dense teacher of (task, profile, seed); fine-tuned first if missing."""
-    from .models import load_encoder
-
-    resolved = profile.with_overrides(**spec.overrides) if spec.overrides else profile
-    where = teacher_dir(cache_dir, spec.task, resolved, spec.seed)
-    if not broadcast((where / "teacher.json").exists()):
-        dense = RunSpec(task=spec.task, method="dense", seed=spec.seed,
-                        overrides={k: v for k, v in spec.overrides.items()
-                                   if k in TEACHER_FIELDS or k == "pooling"})
-        run_experiment(dense, profile, output=output, cache_dir=cache_dir, progress=progress,
-                       skip_existing=False)
-        D.barrier()
-    info = json.loads((where / "teacher.json").read_text())
-    model, _ = load_encoder(where, num_labels=info["num_labels"])  # head included
-    return model.eval(), info
-
-
-@contextlib.contextmanager
-def _no_hf_bars():
-    from transformers.utils import logging as hf_logging
-
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
-
-
-def _save_teacher(model, tokenizer, where: Path, info: dict) -> None:
-    """A complete Hugging Face checkpoint folder (model + tokenizer) plus ``teacher.json``."""
-    tmp = where.with_name(where.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with _no_hf_bars():
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    write_json(tmp / "teacher.json", info)
-    shutil.rmtree(where, ignore_errors=True)
-    os.replace(tmp, where)
-
-
-# ----------------------------------------------------------------------------- one run
-def result_path(spec: RunSpec, profile_name: str, output) -> Path:
-    return Path(output) / f"{spec.run_id(profile_name)}.json"
 
 
 def schedule_steps(profile: Profile, steps_per_epoch: int) -> tuple[int, int, int]:
@@ -366,7 +232,7 @@ def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="resu
     if D.is_main():
         if spec.method == "dense" and not spec.distill:
             where = teacher_dir(cache_dir, spec.task, prof, spec.seed)
-            _save_teacher(model, setup.tokenizer, where,
+            save_teacher(model, setup.tokenizer, where,
                           dict(run_id=rid, metrics=metrics, num_labels=len(labels),
                                profile=prof.to_dict()))
         write_json(out_path, result)

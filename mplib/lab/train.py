@@ -30,8 +30,8 @@ the same schedule values, batches and masks, and ends bit-for-bit where an unint
 
 How it trains is a :class:`TrainConfig`; ``train(..., lr=3e-5)`` overrides single fields.
 
-Taught in: book/03_fine_pruning.ipynb (the loop); the teacher term in the planned
-schedules-and-distillation chapter.
+Taught in: book/03_fine_pruning.ipynb (the loop); the teacher term in planned chapter
+"Schedules and distillation".
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from ..distill import Distillation
 from ..objective import training_loss
 from ..optim import linear_warmup_decay, make_optimizer
 from . import checkpoint as ckpt_io
+from .evaluate import evaluate, model_inputs, to_device
 
 __all__ = ["TrainConfig", "evaluate", "linear_warmup_decay", "progress_enabled", "train",
            "training_step"]
@@ -124,45 +125,14 @@ def unwrap_ddp(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _to(batch: dict, device) -> dict:
-    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-
-
-def _inputs(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k not in ("labels", "label")}
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, *, device=None, max_batches: int | None = None) -> dict:
-    """Accuracy and mean cross-entropy of ``model`` on ``loader`` (eval mode, masks as now).
-
-    Returns ``dict(accuracy=..., loss=..., examples=...)``; the model's train/eval mode is restored.
-    """
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    loss_sum = 0.0
-    for i, batch in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        batch = _to(batch, device)
-        logits = model(**_inputs(batch)).logits
-        labels = batch["labels"]
-        loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(-1) == labels).sum())
-        total += labels.numel()
-    model.train(was_training)
-    return dict(accuracy=correct / max(total, 1), loss=loss_sum / max(total, 1), examples=total)
-
-
 def training_step(model, batch: dict, step: int, *, pruner, optimizer, scheduler, params,
                   max_grad_norm, distillation: Distillation | None = None):
     """One optimizer step of fine-pruning (the module docstring's listing); returns
     ``(outputs, loss, task_loss, scheduled_values)``."""
     values = pruner.step(step) if pruner is not None else {}      # M, tau_t, lam_t for step t
     out = model(**batch)                                          # forward through W ⊙ M
-    loss, task_loss = training_loss(out, _inputs(batch), pruner=pruner, distillation=distillation)
+    loss, task_loss = training_loss(out, model_inputs(batch), pruner=pruner,
+                                    distillation=distillation)    # task [+ distil] + lam_t R(S)
     loss.backward()                                               # straight-through to S
     if max_grad_norm:
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
@@ -291,7 +261,7 @@ def train(
     while step < total_steps:
         batch = next(batches)
         t0 = time.perf_counter()
-        batch = _to(batch, device)
+        batch = to_device(batch, device)
         out, loss, task_loss, values = training_step(
             model, batch, step, pruner=pruner, optimizer=optimizer, scheduler=scheduler,
             params=params, max_grad_norm=cfg.max_grad_norm, distillation=distillation)

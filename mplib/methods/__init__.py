@@ -16,7 +16,7 @@ snip                     Top_v(``S``)                     ``S += |W ⊙ grad_W|`
 Adding a method: one module here with a :class:`PruningMethod` subclass, one line in
 :data:`METHODS`, one row in the method table of ``tests/test_methods.py``.
 
-Taught in: book/01_masks_and_magnitude.ipynb (the table), each module names its chapter.
+Taught in: book/01_masks_and_magnitude.ipynb (the table); each module names its chapter.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ nothing is pruned.
 Under DDP the update is linear in the gradient, so averaging the per-process buffers after each
 step gives exactly the one-process rule on the global batch (``ddp = "average_buffers"``).
 
-Taught in: a contrast score; the movement-scores chapter (planned) compares the masks.
+Taught in: planned chapter "Movement scores in depth" (a contrast score).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class AccumulatedMovement(TopV):
     scores = "buffer"
     ddp = "average_buffers"
     accumulates = True
-    chapter = "planned: the movement-scores chapter"
+    chapter = 'planned chapter "Movement scores in depth"'
 
     def initial_scores(self, weight: torch.Tensor, name: str) -> torch.Tensor:
         return torch.zeros_like(weight, requires_grad=False)

@@ -22,7 +22,7 @@ training distribution exceeds 1/2. :func:`deterministic_gates` still gives the c
 so the book can compare the two. Scores start at ``logit(0.9) = 2.197`` (gates about 90 % open,
 the authors' recipe).
 
-Taught in: planned: the L0 chapter.
+Taught in: planned chapter "L0 regularisation with hard-concrete gates".
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class L0(PruningMethod):
     scores = "parameter"
     lam_schedule = "constant"
     default_score_init = L0_INIT
-    chapter = "planned: the L0 chapter"
+    chapter = 'planned chapter "L0 regularisation with hard-concrete gates"'
 
     @classmethod
     def check_config(cls, config) -> None:

@@ -10,7 +10,7 @@ zero scores as high as one that moves away.
 The update is not linear in the gradient, so averaging per-process scores under DDP would
 compute another saliency than one process does: refused (``ddp = "refuse"``).
 
-Taught in: a contrast score; the movement-scores chapter (planned) compares the masks.
+Taught in: planned chapter "Movement scores in depth" (a contrast score).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Snip(TopV):
     scores = "buffer"
     ddp = "refuse"
     accumulates = True
-    chapter = "planned: the movement-scores chapter"
+    chapter = 'planned chapter "Movement scores in depth"'
 
     def initial_scores(self, weight: torch.Tensor, name: str) -> torch.Tensor:
         return torch.zeros_like(weight, requires_grad=False)
