@@ -52,7 +52,7 @@ test: venv chromium book
 	$(BIN)/pytest
 
 lint: venv
-	$(BIN)/ruff check mplib tests tools
+	$(BIN)/ruff check mplib tests tools bench
 
 clean:
 	rm -rf _build

@@ -114,7 +114,7 @@ def main(argv=None) -> int:
 
     if args.command == "summary":
         rows = [tables.summary_row(r) for r in tables.load_results(args.folder)]
-        print(tables.format_table(rows))
+        print(tables.format_table(rows, tables.SUMMARY_COLUMNS))
         return 0
     if args.command == "profiles":
         for name, prof in PROFILES.items():

@@ -21,7 +21,7 @@ from .profiles import get_profile
 from .runner import RunSpec, broadcast, result_path, run_experiment
 from .tables import summary_line
 
-__all__ = ["SWEEP_KEYS", "expand_sweep", "load_spec_file", "run_sweep"]
+__all__ = ["SWEEP_KEYS", "expand_sweep", "load_spec_file", "pending_runs", "run_sweep"]
 
 
 def load_spec_file(path) -> dict:
@@ -106,3 +106,12 @@ def run_sweep(spec: dict, *, output="results/runs", cache_dir="results/cache",
         if D.is_main() and not exists:
             log("    " + summary_line(res))
     return results
+
+
+def pending_runs(spec_files, folder) -> list[str]:
+    """Run ids that the sweep specs ``spec_files`` name but ``folder`` holds no result file for."""
+    expected = set()
+    for path in spec_files:
+        profile, runs = expand_sweep(load_spec_file(path))
+        expected |= {r.run_id(profile) for r in runs}
+    return sorted(r for r in expected if not (Path(folder) / f"{r}.json").exists())

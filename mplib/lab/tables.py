@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .. import distributed as D
 
-__all__ = ["format_table", "load_results", "main_print", "summary_line", "summary_row"]
+__all__ = ["SUMMARY_COLUMNS", "format_table", "load_results", "main_print", "summary_line",
+           "summary_row", "variant"]
 
 
 def load_results(folder, pattern: str = "*.json") -> list[dict]:
@@ -28,6 +29,7 @@ def load_results(folder, pattern: str = "*.json") -> list[dict]:
 
 
 def summary_line(res: dict) -> str:
+    """One line per run for logs: validation, test, remaining fraction, time."""
     m = res["metrics"]
     rem_s = ("dense" if res["spec"]["method"] == "dense"
              else f"remaining {res['remaining']['global']:.3f}")
@@ -36,22 +38,39 @@ def summary_line(res: dict) -> str:
             f"{res['step_seconds']:.3f} s/step)")
 
 
+def variant(res: dict) -> str:
+    """The profile fields a run changed that change its result, as ``k=v ...`` (or ``-``)."""
+    from .spec import NOT_IN_RUN_ID
+
+    over = {k: v for k, v in res["spec"]["overrides"].items() if k not in NOT_IN_RUN_ID}
+    return " ".join(f"{k}={v}" for k, v in sorted(over.items())) or "-"
+
+
 def summary_row(res: dict) -> dict:
     """The headline numbers of one result file (for tables and the book)."""
-    spec, m, rem = res["spec"], res["metrics"], res["remaining"]
-    return dict(run_id=res["run_id"], method=spec["method"], keep=spec["keep_ratio"],
-                distill=spec["distill"], steps=res["train"]["total_steps"],
-                val=m["validation"]["accuracy"], test=m["test"]["accuracy"],
+    spec, m, rem, prof, hw = (res["spec"], res["metrics"], res["remaining"], res["profile"],
+                              res["hardware"])
+    return dict(run_id=res["run_id"], profile=prof["name"], variant=variant(res),
+                layers=prof["num_layers"] or 6, method=spec["method"], keep=spec["keep_ratio"],
+                distill=spec["distill"], seed=spec["seed"], steps=res["train"]["total_steps"],
+                pruning=res["schedule"]["pruning_steps"], val=m["validation"]["accuracy"],
+                test=m["test"]["accuracy"], test_n=m["test"]["examples"],
                 remaining=rem["global"], of_all=rem["of_all_parameters"],
                 step_s=res["step_seconds"], cpu_s=res.get("train_cpu_seconds"),
-                wall_s=res["wall_seconds"])
+                wall_s=res["wall_seconds"],
+                hardware=hw["cuda_device"] or f"{hw['cpu']}, {hw['torch_threads']} thread(s)")
 
 
-def format_table(rows: list[dict]) -> str:
-    """Plain-text table of :func:`summary_row` dicts."""
+SUMMARY_COLUMNS = ("run_id", "method", "keep", "distill", "steps", "val", "test", "remaining",
+                   "of_all", "step_s", "cpu_s", "wall_s")
+"""The columns ``python -m mplib summary`` prints."""
+
+
+def format_table(rows: list[dict], columns=None) -> str:
+    """Plain-text table of :func:`summary_row` dicts (``columns``: which, in order; all if None)."""
     if not rows:
         return "(no result files)"
-    head = list(rows[0])
+    head = list(columns or rows[0])
 
     def cell(v):
         if isinstance(v, float):

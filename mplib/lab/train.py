@@ -186,7 +186,7 @@ def train(
             by ``pruner`` if pruning; may be wrapped in ``DistributedDataParallel``.
         pruner: a :class:`mplib.Pruner` built with the same ``total_steps``, or None (dense).
         loaders: ``{"train": DataLoader, "validation": DataLoader, ...}`` of dict batches with
-            ``labels`` (see :func:`mplib.lab.data.make_loaders`).
+            ``labels`` (see :func:`mplib.lab.loaders.make_loaders`).
         config: a :class:`TrainConfig`; ``**overrides`` change single fields of it
             (``train(..., lr=3e-5)``).
         epochs / total_steps: length of training; give one (``total_steps`` wins).

@@ -22,7 +22,7 @@ Taught in: book/01_masks_and_magnitude.ipynb (the table); each module names its 
 from __future__ import annotations
 
 from .accumulated_movement import AccumulatedMovement
-from .base import PruningMethod, TopV
+from .base import AccumulatedTopV, PruningMethod, TopV
 from .l0 import L0
 from .magnitude import Magnitude
 from .movement import Movement
@@ -48,4 +48,4 @@ def get_method(name: str) -> type[PruningMethod]:
             from None
 
 
-__all__ = ["METHODS", "PruningMethod", "TopV", "get_method"]
+__all__ = ["METHODS", "AccumulatedTopV", "PruningMethod", "TopV", "get_method"]

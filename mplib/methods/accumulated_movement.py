@@ -19,20 +19,15 @@ from __future__ import annotations
 
 import torch
 
-from .base import TopV
+from .base import AccumulatedTopV
 
 
-class AccumulatedMovement(TopV):
+class AccumulatedMovement(AccumulatedTopV):
     """``S -= W ⊙ grad_W`` after each backward, ``M = Top_v(S)``."""
 
     name = "accumulated_movement"
-    scores = "buffer"
     ddp = "average_buffers"
-    accumulates = True
     chapter = 'planned chapter "Movement scores in depth"'
-
-    def initial_scores(self, weight: torch.Tensor, name: str) -> torch.Tensor:
-        return torch.zeros_like(weight, requires_grad=False)
 
     def accumulate(self, layer, grad_weight: torch.Tensor) -> None:
         layer.scores.sub_(grad_weight * layer.weight)

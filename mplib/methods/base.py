@@ -161,3 +161,17 @@ class TopV(PruningMethod):
         if layer.budget is not None:
             return f"budget={layer.budget}"
         return f"keep_ratio={layer.keep_ratio}"
+
+
+class AccumulatedTopV(TopV):
+    """Top_v of a score *buffer* summed from the weights' own gradients after each backward.
+
+    ``S`` starts at 0 and has no optimizer; :meth:`accumulate` gets ``grad_W = (dL/dW') ⊙ M``
+    (zero where pruned, so a pruned weight stops accumulating).
+    """
+
+    scores = "buffer"
+    accumulates = True
+
+    def initial_scores(self, weight: torch.Tensor, name: str) -> torch.Tensor:
+        return torch.zeros_like(weight, requires_grad=False)

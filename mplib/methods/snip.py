@@ -17,20 +17,15 @@ from __future__ import annotations
 
 import torch
 
-from .base import TopV
+from .base import AccumulatedTopV
 
 
-class Snip(TopV):
+class Snip(AccumulatedTopV):
     """``S += |W ⊙ grad_W|`` after each backward, ``M = Top_v(S)``."""
 
     name = "snip"
-    scores = "buffer"
     ddp = "refuse"
-    accumulates = True
     chapter = 'planned chapter "Movement scores in depth"'
-
-    def initial_scores(self, weight: torch.Tensor, name: str) -> torch.Tensor:
-        return torch.zeros_like(weight, requires_grad=False)
 
     def accumulate(self, layer, grad_weight: torch.Tensor) -> None:
         layer.scores.add_((grad_weight * layer.weight).abs())
