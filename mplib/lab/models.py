@@ -152,6 +152,9 @@ def load_encoder(
         name_or_path: None for the packaged all-MiniLM-L6-v2, else a HF model name or a folder.
         num_labels: size of the classification head (``model.config.num_labels``).
         num_layers: keep only the first ``num_layers`` encoder layers (config and weights agree).
+            ``0`` keeps none: the head then reads the input embeddings themselves (with
+            ``pooling="mean"``, a bag of embeddings under the head) -- the *floor* a pruned
+            encoder has to beat.
         seed: seeds the head's initialisation; the global RNG state is left untouched.
         pooling: ``"cls"`` (the model class's own head, on the [CLS] state) or ``"mean"``
             (:func:`use_mean_pooling`); None keeps what the checkpoint recorded (default cls).
@@ -168,9 +171,10 @@ def load_encoder(
     if pooling is None:
         pooling = getattr(config, "mplib_pooling", "cls")
     if num_layers is not None:
-        if not 1 <= num_layers <= config.num_hidden_layers:
+        if not 0 <= num_layers <= config.num_hidden_layers:
             raise ValueError(
-                f"num_layers must be in 1..{config.num_hidden_layers}, got {num_layers}"
+                f"num_layers must be in 0..{config.num_hidden_layers} (0: no encoder layer, the "
+                f"floor), got {num_layers}"
             )
         config.num_hidden_layers = num_layers  # checkpoint weights of later layers are skipped
         if getattr(config, "layer_types", None):

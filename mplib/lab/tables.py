@@ -50,8 +50,9 @@ def summary_row(res: dict) -> dict:
     """The headline numbers of one result file (for tables and the book)."""
     spec, m, rem, prof, hw = (res["spec"], res["metrics"], res["remaining"], res["profile"],
                               res["hardware"])
+    layers = 6 if prof["num_layers"] is None else prof["num_layers"]  # 0: the no-encoder floor
     return dict(run_id=res["run_id"], profile=prof["name"], variant=variant(res),
-                layers=prof["num_layers"] or 6, method=spec["method"], keep=spec["keep_ratio"],
+                layers=layers, method=spec["method"], keep=spec["keep_ratio"],
                 distill=spec["distill"], seed=spec["seed"], steps=res["train"]["total_steps"],
                 pruning=res["schedule"]["pruning_steps"], val=m["validation"]["accuracy"],
                 test=m["test"]["accuracy"], test_n=m["test"]["examples"],

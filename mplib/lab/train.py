@@ -14,12 +14,7 @@ One step ``t`` (0-based, ``T = total_steps`` optimizer updates) of :func:`train`
     AdamW step: weights at lr_t, scores at score_lr_t (no weight decay on scores)
     lr_t = lr * min((t + 1) / warmup, (T - t) / (T - warmup))        # linear warm-up, then decay
 
-Every ``log_every`` steps the history gets the mean loss and accuracy of the window, ``lr_t``,
-the *scheduled* ``keep_ratio_t`` / ``tau_t`` / ``lam_t`` and the *achieved* remaining fraction
-(global and per layer) measured from the masks themselves -- the two must agree for Top_v
-methods, and for the threshold methods the gap between them is the lesson. ``regrown`` is the
-fraction of targeted weights pruned at the previous log step and kept now: the schedule only
-removes weights, so everything in it is mask churn (scores overtaking each other).
+Every ``log_every`` steps the history gets a row (:mod:`mplib.lab.history`).
 
 Checkpoint and resume. Every ``checkpoint_every`` steps the loop writes model, optimizer,
 lr-scheduler, RNG states, the pruner's last scheduled values and global budgets, the history and
@@ -36,7 +31,6 @@ Taught in: book/03_fine_pruning.ipynb (the loop); the teacher term in planned ch
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, fields, replace
@@ -50,6 +44,7 @@ from ..objective import training_loss
 from ..optim import linear_warmup_decay, make_optimizer
 from . import checkpoint as ckpt_io
 from .evaluate import evaluate, model_inputs, to_device
+from .history import add_to_window, log_row, new_window
 
 __all__ = ["TrainConfig", "evaluate", "linear_warmup_decay", "progress_enabled", "train",
            "training_step"]
@@ -225,7 +220,7 @@ def train(
 
     history: dict = dict(log=[], eval=[], total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                          warmup_steps=warmup_steps, resumed_from=None)
-    window = _new_window()
+    window = new_window()
     masks: dict = {"last": None}  # masks at the previous log step, for `regrown`
     start = 0
     ckpt_path = Path(checkpoint_dir) / ckpt_io.CHECKPOINT_NAME if checkpoint_dir else None
@@ -269,13 +264,13 @@ def train(
             on_step_end(step, model)
         step_times.append(time.perf_counter() - t0)
 
-        _add_to_window(window, out, loss, task_loss, batch["labels"])
+        add_to_window(window, out, loss, task_loss, batch["labels"])
         step += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == total_steps:
-            row = _log_row(step, window, optimizer, pruner, values, masks)
+            row = log_row(step, window, optimizer, pruner, values, masks)
             history["log"].append(row)
-            window = _new_window()
+            window = new_window()
             bar.set_postfix(loss=f"{row['loss']:.3f}", kept=row.get("remaining"))
         if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps \
                 and cfg.eval_split in loaders:
@@ -293,40 +288,3 @@ def train(
     if cfg.eval_at_end and step == total_steps and cfg.eval_split in loaders:
         evaluation(step)
     return history
-
-
-def _new_window() -> dict:
-    return dict(loss=0.0, objective=0.0, correct=0, seen=0, n=0)
-
-
-def _add_to_window(window: dict, out, loss, task_loss, labels) -> None:
-    window["loss"] += float(task_loss.detach())
-    window["objective"] += float(loss.detach())
-    window["correct"] += int((out.logits.detach().argmax(-1) == labels).sum())
-    window["seen"] += int(labels.numel())
-    window["n"] += 1
-
-
-def _log_row(step: int, window: dict, optimizer, pruner, values: dict, masks: dict) -> dict:
-    """One history row: window means, learning rates, scheduled and achieved sparsity, churn."""
-    n = max(window["n"], 1)
-    row = dict(step=step, loss=window["loss"] / n, objective=window["objective"] / n,
-               accuracy=window["correct"] / max(window["seen"], 1))
-    for g in optimizer.param_groups:
-        row[f"lr_{g.get('name', 'group')}"] = g["lr"]
-    if pruner is not None:
-        for key in ("keep_ratio", "tau", "lam"):
-            if key in values:
-                row[key] = values[key]
-        rep = pruner.report()
-        row["remaining"] = rep["global"]
-        row["remaining_per_layer"] = {str(k): v for k, v in rep["per_layer"].items()}
-        row["of_all_parameters"] = rep["of_all_parameters"]
-        now = [layer.mask().bool() for layer in pruner.layers]
-        if masks["last"] is not None:
-            regrown = sum(int((m & ~old).sum()) for m, old in zip(now, masks["last"], strict=True))
-            row["regrown"] = regrown / rep["targeted_weights"]
-        masks["last"] = now
-    if not math.isfinite(row["objective"]):
-        raise FloatingPointError(f"loss is not finite at step {step}: {row['objective']}")
-    return row
