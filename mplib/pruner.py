@@ -68,6 +68,7 @@ class Pruner:
         self.layers = list(masked_layers(model).values())
         if any(layer.method != config.method for layer in self.layers):
             raise ValueError("model was wrapped with another method than config.method")
+        self.rule = config.method_class(config)  # the schedule and penalty of *this* config
         self.state: dict = {}
         self.step(0)
 
@@ -77,12 +78,10 @@ class Pruner:
 
     def values_at(self, step: int) -> dict:
         """Scheduled values at ``step`` without touching the model (for plots and logs)."""
-        rule = self.layers[0].rule
-
         def curve(initial: float, final: float) -> float:
             return self._schedule(step, initial, final)
 
-        return {"step": step, **rule.scheduled(curve)}
+        return {"step": step, **self.rule.scheduled(curve)}
 
     def step(self, step: int) -> dict:
         """Apply the schedule for optimizer step ``step`` (call it before that step's forward)."""
@@ -101,7 +100,7 @@ class Pruner:
         """``lam_t * R(S)`` for methods with a penalty (soft movement, L0); else 0."""
         lam = self.state.get("lam", 0.0)
         if lam:
-            r = self.layers[0].rule.penalty([layer.scores for layer in self.layers])
+            r = self.rule.penalty([layer.scores for layer in self.layers])
             if r is not None:
                 return lam * r
         return torch.zeros((), device=self.layers[0].weight.device)
