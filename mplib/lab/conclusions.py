@@ -29,7 +29,7 @@ if no setting has the runs (``why`` says what the closest setting lacks).
          slope_noise:  b_MvP [lt];  b_MaP [near]
     C13  soft runs of one seed and tau, by increasing lam:  min_i r(lam_i) - r(lam_i+1) [pos]
 
-SMvP(v) and L0(v) are interpolated linearly in log(remaining) between the two runs of the
+SMvP(v) and L0(v) are interpolated linearly in the remaining fraction between the two runs of the
 seed's lam grid (``tau`` unset) whose achieved remaining fractions bracket v, as the paper built
 Tables 2-3 (paper.md §5.3); a seed whose grid does not bracket v is not paired.
 
@@ -77,12 +77,13 @@ def group_results(results) -> dict[tuple, list[dict]]:
 
 
 def interpolate_at(points, target: float) -> float | None:
-    """The value at remaining fraction ``target``, linear in ``log(remaining)`` between the two
-    neighbouring ``(remaining, value)`` points that bracket it; None if none bracket it."""
+    """The value at remaining fraction ``target``, linear in the remaining fraction between the
+    two neighbouring ``(remaining, value)`` points that bracket it (how the paper's Tables 2-3
+    match its sweeps, paper.md §5.3); None if none bracket it."""
     pts = sorted((r, a) for r, a in points if r > 0)
     for (r0, a0), (r1, a1) in pairwise(pts):
         if r0 <= target <= r1:
-            return a0 if r0 == r1 else a0 + (a1 - a0) * math.log(target / r0) / math.log(r1 / r0)
+            return a0 if r0 == r1 else a0 + (a1 - a0) * (target - r0) / (r1 - r0)
     return next((a for r, a in pts if r == target), None)
 
 
