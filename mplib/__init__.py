@@ -2,6 +2,9 @@
 
 Importing mplib has no side effects: it does not seed random generators, change warnings,
 logging or plot state, or touch the network.
+
+Taught in: book/01_masks_and_magnitude.ipynb (the first chapter that imports it); the experiment
+plumbing in :mod:`mplib.lab` is used by every chapter from book/03_fine_pruning.ipynb on.
 """
 
 from .config import PruningConfig

@@ -7,7 +7,7 @@ overrides broke whenever their signatures changed):
   ``on_step_begin`` (before the step's forward, as in the plain loop), and the scheduled and
   achieved sparsity added to every log row at ``on_log``;
 * :class:`PrunedModelForTraining` -- the *loss*: a model-side wrapper whose forward returns the
-  wrapped model's output with
+  wrapped model's output with ::
 
       loss = [alpha_distil * T^2 * KL(p_teacher^T || p_student^T) + alpha_task *] CE + lam_t * R(S)
 

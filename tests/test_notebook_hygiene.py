@@ -8,45 +8,17 @@ them top to bottom in a python3 kernel, with no errors and no timing metadata le
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
+from _book_helpers import ROOT, resolve, toc
 
-ROOT = Path(__file__).resolve().parent.parent
 RAISES_TAG = "raises-exception"
 CHECK_MARKER = re.compile(r"^\s*#\s*NBVAL_CHECK_OUTPUT\s*$", re.MULTILINE)
 CHECK_TAG = "nbval-check-output"
 
 
-def toc_files() -> list[str]:
-    """Every ``file:`` of _toc.yml (root, parts, chapters, sections), in reading order."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("chapters"))
-            walk(entry.get("sections"))
-
-    walk(toc.get("parts"))
-    walk(toc.get("chapters"))
-    return files
-
-
-def resolve(entry: str) -> Path | None:
-    """The source file of a toc entry (the toc leaves out the suffix)."""
-    for suffix in ("", ".ipynb", ".md"):
-        path = ROOT / f"{entry}{suffix}"
-        if path.is_file():
-            return path
-    return None
-
-
-TOC = toc_files()
+TOC = toc()[0]  # every file: of _toc.yml in reading order
 NOTEBOOKS = [e for e in TOC if resolve(e) is not None and resolve(e).suffix == ".ipynb"]
 
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-from _train_helpers import save_tiny_encoder, tiny_model, write_tiny_task
+from _train_helpers import tiny_model
 
 import mplib
 from mplib.__main__ import main
-from mplib.lab import probes, profiles
+from mplib.lab import probes
 
 
 def _loader(n=24, seed=0):
@@ -75,12 +75,8 @@ def test_one_shot_cut_rejects_unknown_rule():
 
 
 @pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    enc = save_tiny_encoder(tmp_path / "enc")
-    task = write_tiny_task(tmp_path / "toy", n_train=32, n_eval=16)
-    prof = profiles.Profile(name="tiny", model=str(enc), max_length=16, batch_size=8,
-                            eval_batch_size=16, lr=1e-2, log_every=2, threads=1, device="cpu")
-    monkeypatch.setitem(profiles.PROFILES, "tiny", prof)
+def tiny(tmp_path, tiny_profile):
+    task = tiny_profile(32, lr=1e-2, log_every=2)
     return dict(task=str(task), out=tmp_path / "out")
 
 

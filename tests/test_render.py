@@ -19,11 +19,10 @@ from urllib.parse import urljoin, urlparse
 
 import nbformat
 import pytest
-import yaml
+from _book_helpers import ROOT, resolve, title, toc
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / "_build" / "html"
 SCREENSHOT_CHAPTER = "book/02_straight_through"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
@@ -47,43 +46,11 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def toc() -> tuple[list[str], list[str]]:
-    """(files in reading order, part captions) of _toc.yml."""
-    data = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files, captions = [data["root"]], []
-
-    def walk(entries):
-        for entry in entries or []:
-            if "caption" in entry:
-                captions.append(entry["caption"])
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("chapters"))
-            walk(entry.get("sections"))
-
-    walk(data.get("parts"))
-    walk(data.get("chapters"))
-    return files, captions
-
-
 def source(entry: str) -> Path:
-    for suffix in (".ipynb", ".md"):
-        if (ROOT / f"{entry}{suffix}").is_file():
-            return ROOT / f"{entry}{suffix}"
-    raise FileNotFoundError(entry)
-
-
-def title(entry: str) -> str:
-    """The first level-1 heading of a chapter, as plain text."""
-    path = source(entry)
-    if path.suffix == ".ipynb":
-        nb = nbformat.read(path, as_version=4)
-        text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    else:
-        text = path.read_text()
-    match = re.search(r"^#\s+(.+?)\s*$", text, re.MULTILINE)
-    assert match, f"{path}: no '# Title' heading"
-    return re.sub(r"[*_`]", "", match.group(1))
+    path = resolve(entry)
+    if path is None:
+        raise FileNotFoundError(entry)
+    return path
 
 
 def has_png_outputs(entry: str) -> bool:
@@ -269,7 +236,18 @@ def test_sidebar_lists_every_chapter(rendered, entry):
     assert dom_page.nav_captions == CAPTIONS, f"{entry}: sidebar parts {dom_page.nav_captions}"
 
 
-def test_screenshot(browser, tmp_path):
+# Measured on this book (2026-12): a chapter's first screen has 5-7 % ink, 1,100-2,300 colours and
+# its commonest colour on 79-92 % of the pixels; an empty page has 0 % ink and one colour, and
+# Chromium's "file not found" page 0.2 % ink with one colour on 99.8 % (both are PNGs > 10 kB).
+MIN_INK = 0.02  # fraction of pixels with some channel below INK_LEVEL
+INK_LEVEL = 235
+MIN_COLOURS = 256
+MAX_BACKGROUND = 0.97  # the commonest colour's share
+
+
+def test_screenshot(browser, rendered, tmp_path):
+    from PIL import Image
+
     entry = SCREENSHOT_CHAPTER if SCREENSHOT_CHAPTER in FILES else FILES[1]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shot = SCREENSHOTS / f"{Path(entry).name}.png"
@@ -287,3 +265,18 @@ def test_screenshot(browser, tmp_path):
     header = shot.read_bytes()[:24]
     width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
     assert header[:8] == b"\x89PNG\r\n\x1a\n" and (width, height) == (1280, 1800)
+    # not blank: ink, many colours, no single colour covering the page
+    with Image.open(shot) as image:
+        rgb = image.convert("RGB")
+    colours = rgb.getcolors(maxcolors=width * height)  # [(count, (r, g, b)), ...]
+    pixels = width * height
+    ink = sum(n for n, c in colours if min(c) < INK_LEVEL) / pixels
+    background = max(n for n, _ in colours) / pixels
+    assert ink >= MIN_INK, f"{shot}: only {ink:.2%} of the pixels carry ink (blank page?)"
+    assert len(colours) >= MIN_COLOURS, f"{shot}: {len(colours)} colours (blank page?)"
+    assert background <= MAX_BACKGROUND, f"{shot}: one colour covers {background:.2%}"
+    # and the page's maths went through MathJax (the DOM after the same page's scripts ran)
+    _, _, static, dom = rendered(entry)
+    n_math = static.count('class="math notranslate nohighlight"')
+    assert n_math > 0, f"{entry}: the screenshot chapter should show maths"
+    assert dom.count("<mjx-container") >= n_math and "<mjx-merror" not in dom

@@ -7,32 +7,21 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from _train_helpers import save_tiny_encoder, write_tiny_task
 
 from mplib.__main__ import main
 from mplib.lab import profiles
 from mplib.lab.runner import RESULT_KEYS, RunSpec, run_experiment, teacher_dir
 from mplib.lab.sweeps import run_sweep
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+# the runner sets the thread count itself (checked below): restore it, do not preset it
+pytestmark = pytest.mark.usefixtures("restore_threads")  # tests/conftest.py
 
 
 @pytest.fixture
-def tiny(tmp_path, monkeypatch):
+def tiny(tmp_path, monkeypatch, tiny_profile):
     """A registered profile ``tiny`` (tiny BERT, toy task) and the task folder."""
     monkeypatch.setenv("MPLIB_CACHE", str(tmp_path / "mplib-cache"))
-    enc = save_tiny_encoder(tmp_path / "enc")
-    task = write_tiny_task(tmp_path / "toy", n_train=48, n_eval=16)
-    prof = profiles.Profile(name="tiny", model=str(enc), max_length=16, batch_size=8,
-                            eval_batch_size=16, epochs=2, lr=1e-2, log_every=3, threads=1,
-                            device="cpu", checkpoint_every=4)
-    monkeypatch.setitem(profiles.PROFILES, "tiny", prof)
+    task = tiny_profile(48, epochs=2, lr=1e-2, log_every=3, checkpoint_every=4)
     return dict(task=str(task), out=tmp_path / "out", cache=tmp_path / "cache")
 
 

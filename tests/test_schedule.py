@@ -12,12 +12,31 @@ from mplib.schedule import check_schedule, cubic_schedule, progress
 
 
 def oracle(t, T, ti, tf, vi, vf):
-    """The authors' code form: v_i up to t_i (inclusive), v_f after T - t_f, cubic between."""
+    """The authors' code form, written out again: before and at the end of warm-up the initial
+    value, after ``T - t_f`` the final one; in between ``mul_coeff`` is the remaining fraction of
+    the pruning window and the value moves from initial to final as its cube."""
     if t <= ti:
         return vi
     if t > T - tf:
         return vf
-    return vf + (vi - vf) * (1 - (t - ti) / (T - ti - tf)) ** 3
+    mul_coeff = 1 - (t - ti) / (T - ti - tf)
+    return vf + (vi - vf) * mul_coeff**3
+
+
+def slope(s, T, ti, tf, vi, vf):
+    """dv/dt inside the pruning window: ``-3 (v_i - v_f) (1 - p)^2 / span``."""
+    span = T - ti - tf
+    return -3.0 * (vi - vf) * (1.0 - (s - ti) / span) ** 2 / span
+
+
+def integrated(t, T, ti, tf, vi, vf):
+    """Second oracle, from the derivative alone: ``v_i`` plus the integral of the slope from the
+    end of warm-up, by Simpson's rule (exact for the quadratic slope, up to rounding)."""
+    end = min(max(t, ti), T - tf)
+    area = (end - ti) / 6.0 * (slope(ti, T, ti, tf, vi, vf)
+                                + 4.0 * slope((ti + end) / 2.0, T, ti, tf, vi, vf)
+                                + slope(end, T, ti, tf, vi, vf))
+    return vi + area
 
 
 def printed_eq5(t, T, ti, tf, vi, vf):
@@ -37,14 +56,48 @@ schedules = st.integers(1, 300).flatmap(
 values = st.tuples(st.floats(0, 1), st.floats(0, 1))
 
 
+def assert_agrees(reference, T, ti, tf, vi, vf, tol):
+    """``cubic_schedule`` equals ``reference`` at every step 0 .. T + 2."""
+    for t in range(0, T + 3):
+        got = cubic_schedule(t, **kw(T, ti, tf, vi, vf))
+        assert got == pytest.approx(reference(t, T, ti, tf, vi, vf), rel=tol[0], abs=tol[1])
+
+
 @FAST
 @given(schedules, values)
 def test_matches_code_form_oracle_everywhere(sched, vals):
+    assert_agrees(oracle, *sched, max(vals), min(vals), tol=(1e-12, 1e-15))
+
+
+@FAST
+@given(schedules, st.tuples(st.floats(-5, 5), st.floats(-5, 5)))
+def test_matches_the_integral_of_its_derivative(sched, vals):
+    # either direction: keep_ratio goes down, tau and lambda go up
+    assert_agrees(integrated, *sched, *vals, tol=(1e-9, 1e-9))
+
+
+@FAST
+@given(schedules, st.tuples(st.floats(-5, 5), st.floats(-5, 5)))
+def test_closed_form_properties(sched, vals):
     T, ti, tf = sched
-    vi, vf = max(vals), min(vals)
-    for t in range(0, T + 3):
-        got = cubic_schedule(t, **kw(T, ti, tf, vi, vf))
-        assert got == pytest.approx(oracle(t, T, ti, tf, vi, vf), rel=1e-12, abs=1e-15)
+    vi, vf = vals
+    span = T - ti - tf
+
+    def v(t):
+        return cubic_schedule(t, **kw(T, ti, tf, vi, vf))
+
+    assert v(ti) == vi  # warm-up end: still the initial value, exactly
+    assert v(T - tf) == vf  # cool-down start: the final value, exactly
+    seq = [v(t) for t in range(T + 1)]
+    steps = [b - a for a, b in zip(seq, seq[1:], strict=False)]
+    assert all(d * (vf - vi) >= 0 for d in steps)  # never moves against the target
+    # The central difference (h = 1) of a cubic is its derivative plus a sixth of its third
+    # derivative, -6 (v_i - v_f) / span^3, and nothing else:
+    #     (v(t+1) - v(t-1)) / 2 = v'(t) - (v_i - v_f) / span^3.
+    for t in range(ti + 1, T - tf):
+        central = (v(t + 1) - v(t - 1)) / 2.0
+        want = slope(t, T, ti, tf, vi, vf) - (vi - vf) / span**3
+        assert central == pytest.approx(want, rel=1e-9, abs=1e-12 * (1 + abs(vi - vf)))
 
 
 @FAST

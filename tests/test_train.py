@@ -12,13 +12,7 @@ import mplib
 from mplib.lab.train import evaluate, linear_warmup_decay, progress_enabled, train
 from mplib.topk import keep_count
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture

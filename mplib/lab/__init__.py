@@ -14,4 +14,6 @@ experiments on a CPU and to store their results:
 * :mod:`~mplib.lab.notebook` -- the one set-up call of every chapter.
 
 Importing :mod:`mplib` does not import this package.
+
+Used by: every chapter (its set-up cell calls :func:`mplib.lab.notebook.setup`) and the CLI.
 """

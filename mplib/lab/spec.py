@@ -51,7 +51,8 @@ class RunSpec:
     overrides: dict = field(default_factory=dict)
 
     def pruning_config(self) -> PruningConfig | None:
-        """The validated :class:`PruningConfig` (None for ``dense``); errors say what is wrong."""
+        """The validated :class:`mplib.PruningConfig` (None for ``dense``); errors say what is
+        wrong."""
         if self.method == "dense":
             given = [k for k in ("keep_ratio", "tau", "lam") if getattr(self, k) is not None]
             if given or self.scope != "local":

@@ -36,7 +36,10 @@ METHODS: dict[str, type[PruningMethod]] = {
     for cls in (Magnitude, Movement, SoftMovement, L0, Threshold, Random, AccumulatedMovement,
                 Snip)
 }
-"""The registry: method name -> its class."""
+"""Every registered method, by name.
+
+``METHODS["movement"]`` is :class:`~mplib.methods.movement.Movement`.
+"""
 
 
 def get_method(name: str) -> type[PruningMethod]:

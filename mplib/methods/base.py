@@ -166,7 +166,8 @@ class TopV(PruningMethod):
 class AccumulatedTopV(TopV):
     """Top_v of a score *buffer* summed from the weights' own gradients after each backward.
 
-    ``S`` starts at 0 and has no optimizer; :meth:`accumulate` gets ``grad_W = (dL/dW') ⊙ M``
+    ``S`` starts at 0 and has no optimizer;
+    :meth:`PruningMethod.accumulate` gets ``grad_W = (dL/dW') ⊙ M``
     (zero where pruned, so a pruned weight stops accumulating).
     """
 

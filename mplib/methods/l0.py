@@ -1,7 +1,7 @@
 """L0 regularisation with hard-concrete gates (Louizos, Welling & Kingma 2018; paper §4, Eq. 4).
 
 Each weight has a gate ``M_ij`` in [0, 1] driven by its score ``S_ij`` (Louizos' ``log alpha``).
-With stretch limits ``l < 0 < 1 < r`` and temperature ``b`` (the paper: -0.1, 1.1, 2/3):
+With stretch limits ``l < 0 < 1 < r`` and temperature ``b`` (the paper: -0.1, 1.1, 2/3)::
 
     training:  u ~ U(0, 1)
                s = sigmoid((log u - log(1 - u) + S) / b)

@@ -15,7 +15,7 @@ penalty; the authors' code thresholds ``sigmoid(S)`` with a scheduled ``tau`` an
 penalty per matrix, then over matrices. mplib implements the code's form, whose published
 ``lam`` values (1 ... 2300) live on this mean-normalised scale.
 
-Taught in: planned chapter "Soft movement pruning".
+Taught in: book/04_soft_movement.ipynb.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class SoftMovement(PruningMethod):
     knobs = ("tau", "lam")
     scores = "parameter"
     lam_schedule = "cubic"
-    chapter = 'planned chapter "Soft movement pruning"'
+    chapter = "book/04_soft_movement.ipynb"
 
     @classmethod
     def check_config(cls, config) -> None:
