@@ -17,7 +17,6 @@ import mplib
 # and its title leaves this set.
 PLANNED = {
     "Fine-pruning with the Hugging Face Trainer",
-    "Global versus local selection",
     "L0 regularisation with hard-concrete gates",
     "Movement scores in depth",
     "Reproducing the paper",
