@@ -7,6 +7,7 @@ Taught in: book/01_masks_and_magnitude.ipynb (the first chapter that imports it)
 plumbing in :mod:`mplib.lab` is used by every chapter from book/03_fine_pruning.ipynb on.
 """
 
+from .compact import load_compact, save_compact, size_report
 from .config import PruningConfig
 from .distill import Distillation, distillation_loss
 from .global_topk import global_budgets, kth_largest
@@ -40,10 +41,13 @@ __all__ = [
     "keep_count",
     "kth_largest",
     "l1_sigmoid",
+    "load_compact",
     "make_optimizer",
     "masked_layers",
     "param_groups",
     "remaining_fraction",
+    "save_compact",
+    "size_report",
     "sparsity_report",
     "topk_mask",
     "training_loss",

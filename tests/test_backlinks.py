@@ -16,6 +16,7 @@ import mplib
 # (and method `chapter` attributes) that name it must name its book/NN_*.ipynb file instead,
 # and its title leaves this set.
 PLANNED = {
+    "Deploying sparse models",
     "Fine-pruning with the Hugging Face Trainer",
     "L0 regularisation with hard-concrete gates",
     "Movement scores in depth",

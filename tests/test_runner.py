@@ -163,7 +163,7 @@ def test_a_killed_cli_run_resumes_to_the_same_result(tiny, tmp_path):
     script = tmp_path / "run_tiny.py"  # the CLI, with the test's `tiny` profile registered
     script.write_text(
         "import json, sys\n"
-        "from mplib import profiles\n"
+        "from mplib.lab import profiles\n"
         "from mplib.__main__ import main\n"
         f"fields = json.loads({json.dumps(json.dumps(profiles.PROFILES['tiny'].to_dict()))})\n"
         "profiles.PROFILES['tiny'] = profiles.Profile(**fields)\n"
