@@ -9,7 +9,8 @@ from the paper (Sanh, Wolf & Rush 2020, §3-4) with plain torch + transformers: 
     generator is seeded 0 (same permutation rule as the project); batch 16; dropout on.
 
 Experiment (--mode cut): 400 steps with v = 1 (nothing masked, scores learning), then one-shot
-7 % cuts (movement / magnitude / random; movement on FFN-out only and on the last layer only),
+7 % cuts (movement / magnitude / random; by the scores gained in steps 1-106 only ('early')
+or in steps 107-400 only ('late'); movement on FFN-out only and on the last layer only),
 validation on all rows. (--mode prune): the cubic schedule (106 dense, cubic to v=0.1 over 740
 steps) stopped after --stop steps, validation on the first 256 rows every 25 steps.
 
@@ -154,6 +155,8 @@ def main():
             opt.zero_grad(set_to_none=True)
             losses.append(float(loss))
             t += 1
+            if t == T_WARM:   # scores at the end of the dense warm-up, for the early/late split
+                early = {n: l.scores.detach().clone() for n, l in layers.items()}
             if args.mode == "prune" and t % 25 == 0:
                 evals.append(dict(step=t, keep=v, accuracy=accuracy(model, val),
                                   train_loss_25=sum(losses[-25:]) / 25))
@@ -176,7 +179,9 @@ def main():
                         continue
                     w = l.weight
                     rank = {"movement": l.scores, "magnitude": w.abs(),
-                            "random": torch.rand(w.shape, generator=g)}[rule]
+                            "random": torch.rand(w.shape, generator=g),
+                            "early": early[n],                  # S after steps 1..106
+                            "late": l.scores - early[n]}[rule]  # S gained in steps 107..400
                     k = math.ceil(0.93 * w.numel())
                     saved[n] = w.detach().clone()
                     w.mul_(TopV.apply(rank.detach(), k))
@@ -185,7 +190,7 @@ def main():
                 for n, w0 in saved.items():
                     layers[n].weight.copy_(w0)
             return acc
-        for rule in ("movement", "magnitude", "random"):
+        for rule in ("movement", "magnitude", "random", "early", "late"):
             res[f"all/{rule}"] = cut(rule, lambda n: True)
             print(rule, res[f"all/{rule}"], flush=True)
         res["ffn_out/movement"] = cut("movement", lambda n: n.endswith(".output.dense")
