@@ -122,7 +122,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     t_wall, t_cpu = time.perf_counter(), time.process_time()
-    data = torch.load(CACHE / "rt_tokens.pt")
+    data = torch.load(CACHE / "rt_tokens.pt", weights_only=False)
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(data["encoder"], num_labels=2)
     layers = swap_in(model)
