@@ -8,8 +8,11 @@ every 25 steps. One change per run:
   --exclude PATTERN    PruningConfig(exclude_modules=...) (regex, re.fullmatch on module names)
   --freeze-emb         frozen embeddings
   --method M           magnitude / random / movement (default movement)
-  --rowcap F           OURS (not the paper): movement, but no output row loses more than
-                       F * (its share) -- implemented as Top_v of S within each row.
+  --rowwise            OURS (not the paper): Top_v of S within each output row (every row
+                       keeps ceil(v * in)), to test whether row concentration matters.
+  --prune-warmup N     dense pruning warm-up of N steps (LR warm-up unchanged, 106)
+  --reset-scores-at N  zero the scores after step N (Adam moments kept): scores then hold only
+                       the history after N.
 
 Resumable: a checkpoint every 100 steps under results/cache/collapse/runs/<name>.
 
@@ -37,13 +40,17 @@ def main():
     ap.add_argument("--freeze-emb", action="store_true")
     ap.add_argument("--rowwise", action="store_true")
     ap.add_argument("--stop", type=int, default=331)
+    ap.add_argument("--prune-warmup", type=int, default=WARMUP,
+                    help="dense pruning warm-up (the LR warm-up stays 106 steps)")
+    ap.add_argument("--reset-scores-at", type=int, default=None,
+                    help="zero every score after this many steps (Adam moments kept)")
     ap.add_argument("--eval-rows", type=int, default=256)
     args = ap.parse_args()
     clock = Clock()
     prof, loaders, model = setup(max_eval=args.eval_rows)
     cfg = mplib.PruningConfig(method=args.method, keep_ratio=0.1,
                               exclude_modules=tuple(args.exclude) if args.exclude else None)
-    pruner = mplib.Pruner(model, cfg, total_steps=TOTAL_STEPS, warmup_steps=WARMUP,
+    pruner = mplib.Pruner(model, cfg, total_steps=TOTAL_STEPS, warmup_steps=args.prune_warmup,
                           cooldown_steps=COOLDOWN)
     ckdir = CACHE / "runs" / args.name
     state = {"step": 0}
@@ -82,6 +89,11 @@ def main():
 
     def on_step_end(step, net):
         state["step"] = step + 1
+        if args.reset_scores_at is not None and step + 1 == args.reset_scores_at:
+            with torch.no_grad():
+                for layer in pruner.layers:
+                    if isinstance(layer.scores, torch.nn.Parameter):
+                        layer.scores.zero_()
 
     torch.manual_seed(SEED)
     hist = train(model, pruner, loaders, total_steps=TOTAL_STEPS, lr=prof.lr, score_lr=score_lr,
