@@ -27,7 +27,7 @@ import torch
 import mplib
 from common import (CACHE, COOLDOWN, SEED, TOTAL_STEPS, WARMUP, Clock, setup, train, versions,
                     write_json)
-from mplib.train import linear_warmup_decay
+from mplib.optim import linear_warmup_decay
 
 
 def main():

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 import mplib
-from mplib.models import load_encoder
-from mplib.profiles import get_profile
-from mplib.runner import build_loaders
-from mplib.train import evaluate, train  # noqa: F401  (re-exported for the scripts)
+from mplib.lab.models import load_encoder
+from mplib.lab.profiles import get_profile
+from mplib.lab.runner import build_loaders
+from mplib.lab.train import evaluate, train  # noqa: F401  (re-exported for the scripts)
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results" / "collapse"

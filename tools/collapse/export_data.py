@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from common import CACHE, setup
-from mplib.models import encoder_path
+from mplib.lab.models import encoder_path
 
 
 def rows(ds):
