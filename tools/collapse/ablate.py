@@ -23,10 +23,20 @@ from __future__ import annotations
 import argparse
 
 import torch
+from common import (
+    CACHE,
+    COOLDOWN,
+    SEED,
+    TOTAL_STEPS,
+    WARMUP,
+    Clock,
+    setup,
+    train,
+    versions,
+    write_json,
+)
 
 import mplib
-from common import (CACHE, COOLDOWN, SEED, TOTAL_STEPS, WARMUP, Clock, setup, train, versions,
-                    write_json)
 from mplib.optim import linear_warmup_decay
 
 

@@ -18,11 +18,20 @@ from __future__ import annotations
 import sys
 
 import torch
+from common import (
+    CACHE,
+    COOLDOWN,
+    TOTAL_STEPS,
+    WARMUP,
+    Clock,
+    evaluate,
+    setup,
+    versions,
+    write_json,
+)
+from cuts import cut_masks
 
 import mplib
-from common import (CACHE, COOLDOWN, TOTAL_STEPS, WARMUP, Clock, evaluate, setup, versions,
-                    write_json)
-from cuts import cut_masks
 
 
 def mean_input(model, module, batches):

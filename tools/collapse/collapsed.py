@@ -10,11 +10,20 @@ from __future__ import annotations
 import sys
 
 import torch
+from common import (
+    CACHE,
+    COOLDOWN,
+    TOTAL_STEPS,
+    WARMUP,
+    Clock,
+    evaluate,
+    setup,
+    versions,
+    write_json,
+)
+from cuts import Probe, cls_spread
 
 import mplib
-from common import (CACHE, COOLDOWN, TOTAL_STEPS, WARMUP, Clock, evaluate, setup, versions,
-                    write_json)
-from cuts import Probe, cls_spread
 
 
 def main():

@@ -16,13 +16,21 @@ Part B (priority 2): per matrix: concentration of the cut by row / column, |W| o
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
+from common import (
+    CACHE,
+    TOTAL_STEPS,
+    Clock,
+    evaluate,
+    layer_index,
+    matrix_kind,
+    setup,
+    versions,
+    write_json,
+)
 
 import mplib
-from common import (CACHE, TOTAL_STEPS, Clock, evaluate, layer_index, matrix_kind, setup,
-                    versions, write_json)
 
 KEEP = 0.93
 KINDS = ("Q", "K", "V", "attn_out", "ffn_in", "ffn_out")

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from common import CACHE, SEED, TOTAL_STEPS, WARMUP, Clock, setup, train, versions, write_json
 
 import mplib
-from common import CACHE, SEED, TOTAL_STEPS, WARMUP, Clock, setup, train, versions, write_json
 
 
 def main():

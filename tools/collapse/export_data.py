@@ -6,8 +6,8 @@ file, so that replica.py (which does not import mplib) trains on exactly the sam
 from __future__ import annotations
 
 import torch
-
 from common import CACHE, setup
+
 from mplib.lab.models import encoder_path
 
 

@@ -8,10 +8,10 @@ Negative = the cut is predicted to lower that loss.
 from __future__ import annotations
 
 import torch
-
-import mplib
 from common import CACHE, TOTAL_STEPS, Clock, setup, versions, write_json
 from cuts import cut_masks
+
+import mplib
 
 
 def grads(model, layers, batches, train_mode):

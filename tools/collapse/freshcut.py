@@ -8,11 +8,11 @@ catastrophic, a signed first-order ranking removes too coherent a set whatever t
 from __future__ import annotations
 
 import torch
-
-import mplib
 from common import CACHE, TOTAL_STEPS, Clock, evaluate, setup, versions, write_json
 from cuts import apply_eval
 from firstorder import grads
+
+import mplib
 
 
 def main():

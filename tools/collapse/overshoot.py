@@ -11,10 +11,10 @@ point: dL_pred(a) = -a * sum_C G ⊙ W, and the total relative size of the step 
 from __future__ import annotations
 
 import torch
-
-import mplib
 from common import CACHE, TOTAL_STEPS, Clock, evaluate, setup, versions, write_json
 from cuts import cut_masks
+
+import mplib
 
 ALPHAS = (0.1, 0.25, 0.5, 1.0)
 
