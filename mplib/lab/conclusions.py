@@ -6,7 +6,7 @@ compare a setting with its twin differing only in ``distill`` / ``scope``. ``A(v
 (``metric`` split, points) of method A (MaP magnitude, MvP movement, SMvP soft movement, L0) at
 remaining fraction v. A conclusion is a set of per-seed gaps g, each judged with a margin mu:
 ``max(noise, max_s g - min_s g)`` (the seed spread within the setting) for gt / lt, so a gap must
-beat both; ``noise`` for the tolerances ge / near; none for pos:
+beat both; ``noise`` for the tolerances ge / near; none for pos::
 
     gt: holds if g > mu, fails if g < -mu       ge: holds if g >= -mu, fails otherwise
     lt: holds if g < -mu, fails if g > mu       near: holds if |g| <= mu, fails otherwise
@@ -14,7 +14,7 @@ beat both; ``noise`` for the tolerances ge / near; none for pos:
 
 A paired seed passes if all its gaps hold and fails if any fails: "holds" if every paired seed
 (of every setting) passes, "does not hold" if every one fails, else "inconclusive"; "untested"
-if no setting has the runs (``why`` says what the closest setting lacks).
+if no setting has the runs (``why`` says what the closest setting lacks). The rules::
 
     C1   MvP(10%) - MaP(10%) [gt];  (MvP(3%) - MaP(3%)) - (MvP(10%) - MaP(10%)) [gt]
     C2   d_A = A(10%) - A(3%):  d_MaP - 2 d_MvP [gt]     (slopes d_A / 7 in points per point)

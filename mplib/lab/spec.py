@@ -66,6 +66,7 @@ class RunSpec:
                              lam=self.lam, scope=self.scope, seed=self.seed)
 
     def run_id(self, profile_name: str) -> str:
+        """The run's name at ``profile_name``, which is also its result file's name."""
         parts = [profile_name, task_slug(self.task), self.method]
         for key in ("keep_ratio", "tau", "lam"):
             v = getattr(self, key)

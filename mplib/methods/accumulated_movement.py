@@ -1,5 +1,7 @@
 """Accumulated movement without learned scores: what SparseML shipped as "movement" pruning.
 
+In formulas::
+
     after every backward:   S <- S - W ⊙ grad_W,     grad_W = (dL/dW') ⊙ M
     mask:                   M = Top_v(S)
 

@@ -1,5 +1,7 @@
 """Magnitude pruning (the paper's baseline, §3): keep the largest ``|W|`` of each matrix.
 
+In formulas::
+
     M = Top_v(|W|)            (no scores; the mask follows the weights as they train)
 
 Zeroth-order: the decision uses only the weights' current values, never how they change. During

@@ -1,5 +1,7 @@
 """Movement pruning (paper §4, Eq. 1-3): keep the weights whose learned score ``S`` is highest.
 
+In formulas::
+
     forward:   M = Top_v(S),   W' = W ⊙ M                        (exactly k = ceil(vN) ones)
     backward:  dL/dS = (dL/dW') ⊙ W    (straight-through: dTop_v/dS replaced by the identity)
                dL/dW = (dL/dW') ⊙ M

@@ -1,5 +1,7 @@
 """Random pruning: a control with no information. Top_v of fixed uniform random scores.
 
+In formulas::
+
     S ~ U(0, 1) once per matrix (seeded by ``config.seed`` and the layer's name), M = Top_v(S)
 
 As ``v`` shrinks along the schedule the mask only loses entries (Top_v of fixed scores is

@@ -1,5 +1,7 @@
 """SNIP-style saliency accumulated over fine-tuning (Lee et al. 2019), a contrast score.
 
+In formulas::
+
     after every backward:   S <- S + |W ⊙ grad_W|,     grad_W = (dL/dW') ⊙ M
     mask:                   M = Top_v(S)
 

@@ -1,5 +1,7 @@
 """Soft movement pruning (paper §4, Table 1; authors' code form): threshold ``sigmoid(S)``.
 
+In formulas::
+
     forward:   M = 1[sigmoid(S) > tau_t]
     backward:  dL/dS = (dL/dW') ⊙ W                      (straight-through; no sigmoid')
     loss:      L + lam_t * R(S),   R(S) = mean_m mean_ij sigmoid(S^m_ij)

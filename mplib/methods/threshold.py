@@ -1,5 +1,7 @@
 """Hard threshold on learned scores: ``M = 1[S > tau]`` with a fixed ``tau``.
 
+In formulas::
+
     forward:   M = 1[S > tau]
     backward:  dL/dS = (dL/dW') ⊙ W            (straight-through, as for movement)
 
