@@ -1,4 +1,4 @@
-"""Command line: ``python -m mplib run|sweep|probe|summary|profiles`` (``python -m mplib -h``).
+"""Command line: ``python -m mplib run|sweep|grid|probe|summary|profiles`` (``python -m mplib -h``).
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     python -m mplib run --task rt --method soft_movement --tau 0.1 --lam 50 --distill --profile cpu
     python -m mplib run --task rt --method magnitude --keep-ratio 0.1 --set epochs=8
     python -m mplib sweep results/recipes/specs/ci.json --output results/runs
+    python -m mplib grid results/gpu/full_grid.json --output results/gpu --parallel 5 --deadline 5
     python -m mplib probe --task rt --profile cpu --set batch_size=16 --output results/probes
     python -m mplib summary results/recipes
     torchrun --nproc_per_node 2 -m mplib run --task rt --method movement --keep-ratio 0.1
@@ -32,6 +33,15 @@ A sweep spec (JSON or YAML) names a grid; every combination is one run:
 
 Top_v methods take every keep_ratios entry; soft_movement / l0 / threshold take taus x lams.
 Runs whose result file exists in --output are skipped, so rerunning a killed sweep resumes it.
+"""
+
+GRID_HELP = """\
+The runs of one or more sweep specs (format: python -m mplib sweep -h), --parallel N at a
+time in worker processes (one GPU is shared by all of them), dense runs first. Runs whose
+result file exists are skipped (rerun the command to resume); after --deadline minutes no run
+starts, after --stop minutes the runs still going are stopped. One log per run in --logs
+(default OUTPUT/logs), with grid-summary.json. Exit code 0 when every run has its result.
+See mplib/lab/grid.py and results/gpu/README.md.
 """
 
 
@@ -89,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     common(s)
 
+    g = sub.add_parser("grid", help="a sweep's runs in parallel worker processes (resumable)",
+                       description=GRID_HELP, formatter_class=argparse.RawTextHelpFormatter)
+    g.add_argument("spec", nargs="+", help="sweep spec file(s) (.json, .yaml), run in order")
+    g.add_argument("--parallel", type=int, default=1, help="runs at a time (default 1)")
+    g.add_argument("--deadline", type=float, default=None, metavar="MIN",
+                   help="no new run starts after MIN minutes (running ones finish)")
+    g.add_argument("--stop", type=float, default=None, metavar="MIN",
+                   help="runs still going after MIN minutes are stopped")
+    g.add_argument("--logs", default=None, help="folder of the per-run logs (OUTPUT/logs)")
+    g.add_argument("--dry-run", action="store_true", help="list the runs in start order, exit")
+    common(g)
+
     pr = sub.add_parser("probe", help="first-cut probe: one-shot movement / magnitude / random "
                         "masks after t dense steps (mplib.lab.probes)")
     pr.add_argument("--task", default="rt")
@@ -142,6 +164,17 @@ def main(argv=None) -> int:
             spec.pruning_config()
             profile = args.profile or "ci"
             get_profile(profile, **{k: v for k, v in overrides.items()})
+        elif args.command == "grid":
+            from .lab import grid
+
+            if args.parallel < 1:
+                raise ValueError(f"--parallel must be >= 1, got {args.parallel}")
+            for flag, v in (("--deadline", args.deadline), ("--stop", args.stop)):
+                if v is not None and v < 0:
+                    raise ValueError(f"{flag} must be >= 0 minutes, got {v}")
+            jobs = grid.plan_grid(args.spec, output=args.output, cache_dir=args.cache_dir,
+                                  profile=args.profile, overrides=overrides,
+                                  threads=grid.worker_threads(args.parallel))
         else:
             sweep = sweeps.load_spec_file(args.spec)
             if args.profile:
@@ -154,6 +187,16 @@ def main(argv=None) -> int:
         parser.error(str(err))
 
     progress = not args.no_progress
+    if args.command == "grid":
+        if args.dry_run:
+            for j in jobs:
+                print(("exists " if j.path.exists() else "run    ") + str(j.path))
+            return 0
+        report = grid.run_grid(jobs, parallel=args.parallel, deadline=args.deadline,
+                               stop=args.stop, output=args.output, cache_dir=args.cache_dir,
+                               log_dir=args.logs, log=tables.main_print)
+        tables.main_print(grid.format_report(report))
+        return 0 if report["ok"] else 1
     if args.command == "probe":
         from .lab.probes import first_cut
 
