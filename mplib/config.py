@@ -123,6 +123,11 @@ class PruningConfig:
             if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam)
                     and self.lam >= 0):
                 raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
+        if "tau" in cls.knobs:
+            if self.tau is None:
+                self.tau = cls.default_tau
+            if not math.isfinite(self.tau):
+                raise ValueError(f"tau must be a finite number, got {self.tau}")
         if self.lam_schedule is None:
             self.lam_schedule = cls.lam_schedule
         if self.lam_schedule not in ("cubic", "constant"):

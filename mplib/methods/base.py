@@ -50,6 +50,7 @@ class PruningMethod:
     ddp: ClassVar[str] = "exact"
     lam_schedule: ClassVar[str] = "cubic"
     default_score_init: ClassVar[float] = 0.0
+    default_tau: ClassVar[float | None] = None
     accumulates: ClassVar[bool] = False
     chapter: ClassVar[str] = ""
 

@@ -22,7 +22,6 @@ Taught in: book/04_soft_movement.ipynb.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -52,12 +51,10 @@ class SoftMovement(PruningMethod):
     lam_schedule = "cubic"
     chapter = "book/04_soft_movement.ipynb"
 
+    default_tau = 0.1  # the authors' value: S > logit(0.1) = -2.197
+
     @classmethod
     def check_config(cls, config) -> None:
-        if config.tau is None:
-            config.tau = 0.1
-        if not math.isfinite(config.tau):
-            raise ValueError(f"tau must be a finite number, got {config.tau}")
         if not 0.0 < config.tau < 1.0:
             raise ValueError(
                 f"soft_movement thresholds sigmoid(S), so tau must be in (0, 1); got "

@@ -15,8 +15,6 @@ Taught in: book/02_straight_through.ipynb (straight-through estimators).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..ste import threshold_ste
@@ -29,14 +27,8 @@ class Threshold(PruningMethod):
     name = "threshold"
     knobs = ("tau",)
     scores = "parameter"
+    default_tau = 0.0
     chapter = "book/02_straight_through.ipynb"
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        if config.tau is None:
-            config.tau = 0.0
-        if not math.isfinite(config.tau):
-            raise ValueError(f"tau must be a finite number, got {config.tau}")
 
     def forward_mask(self, layer) -> torch.Tensor:
         return threshold_ste(layer.scores, layer.tau)
