@@ -50,7 +50,6 @@ class SoftMovement(PruningMethod):
     scores = "parameter"
     lam_schedule = "cubic"
     chapter = "book/04_soft_movement.ipynb"
-
     default_tau = 0.1  # the authors' value: S > logit(0.1) = -2.197
 
     @classmethod
