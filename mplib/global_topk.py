@@ -24,7 +24,7 @@ entries, about ``24 * chunk`` bytes, i.e. <= 5 % of the scores' own ``4 N`` byte
 ``N >= 524,288``, plus two 65,536-bin int64 histograms (about 1.5 MiB) whatever ``N``.
 Time: three streaming passes (five for float64).
 
-Taught in: book/05_global_selection.ipynb (C11, C12).
+Taught in: book/08_global_selection.ipynb (C11, C12).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ penalty; the authors' code thresholds ``sigmoid(S)`` with a scheduled ``tau`` an
 penalty per matrix, then over matrices. mplib implements the code's form, whose published
 ``lam`` values (1 ... 2300) live on this mean-normalised scale.
 
-Taught in: book/04_soft_movement.ipynb.
+Taught in: book/05_soft_movement.ipynb.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class SoftMovement(PruningMethod):
     knobs = ("tau", "lam")
     scores = "parameter"
     lam_schedule = "cubic"
-    chapter = "book/04_soft_movement.ipynb"
+    chapter = "book/05_soft_movement.ipynb"
     default_tau = 0.1  # the authors' value: S > logit(0.1) = -2.197
 
     @classmethod
