@@ -2,6 +2,7 @@
 #   make venv     .venv with the pinned packages (skipped when up to date)
 #   make book     strict HTML build (zero warnings) into _build/html
 #   make execute  re-execute the chapters (ci profile) and store their outputs
+#   make lab      open the chapters in JupyterLab (same kernel environment as CI)
 #   make test     unit tests + nbval over book/*.ipynb + headless-browser render check
 #   make lint     ruff
 
@@ -18,7 +19,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: help venv chromium book execute test lint clean
+.PHONY: help venv chromium book execute lab test lint clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -47,6 +48,9 @@ book: venv
 
 execute: venv
 	$(BIN)/python tools/execute_notebooks.py
+
+lab: venv
+	$(BIN)/python tools/lab.py
 
 test: venv chromium book
 	$(BIN)/pytest
