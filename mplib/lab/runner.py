@@ -41,20 +41,21 @@ import torch
 
 from .. import distributed as D
 from ..optim import param_groups
+from .anatomy import mask_anatomy, snapshot
 from .env import hardware, resolve_device, seed_everything, versions, write_json
 from .profiles import Profile, get_profile
 from .spec import NOT_IN_RUN_ID, RunSpec, result_path, task_slug
 from .teachers import TEACHER_FIELDS, load_teacher, save_teacher, teacher_dir
 from .train import TrainConfig
 
-RESULT_SCHEMA = 1
+RESULT_SCHEMA = 2  # 2: adds "anatomy" (mplib.lab.anatomy); 1 lacks it
 __all__ = ["NOT_IN_RUN_ID", "RESULT_KEYS", "RESULT_SCHEMA", "TEACHER_FIELDS", "RunSpec", "Setup",
            "broadcast", "build_loaders", "load_teacher", "prepare", "result_path",
            "run_experiment", "schedule_steps", "task_slug", "teacher_dir", "train_config"]
 
 RESULT_KEYS = ("run_id", "schema", "spec", "config", "profile", "train", "metrics", "remaining",
-               "schedule", "history", "eval_history", "distillation", "versions", "hardware",
-               "wall_seconds", "train_seconds", "train_cpu_seconds", "step_seconds",
+               "anatomy", "schedule", "history", "eval_history", "distillation", "versions",
+               "hardware", "wall_seconds", "train_seconds", "train_cpu_seconds", "step_seconds",
                "resumed_from")
 """Top-level keys of every result file."""
 
@@ -168,6 +169,7 @@ def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="resu
     pruner = None
     if config is not None:
         pruner = Pruner(model, config, total_steps=total, warmup_steps=warm, cooldown_steps=cool)
+        pretrained = snapshot(model)  # for the anatomy of the final masks (C8-C10)
     if prof.freeze_embeddings:  # before DDP, which records the parameters that need gradients
         param_groups(model, lr=prof.lr, freeze_embeddings=True)
     seed_everything(spec.seed)
@@ -196,11 +198,13 @@ def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="resu
         remaining["per_layer"] = {str(k): v for k, v in rep["per_layer"].items()}
         remaining["per_matrix"] = rep["per_matrix"]
         sched = dict(final=pruner.values_at(total - 1))
+        anatomy = mask_anatomy(model, pretrained, seed=spec.seed)
     else:  # dense: nothing pruned
         remaining = {"global": 1.0, "per_layer": None, "per_group": None,
                      "of_all_parameters": 1.0,
                      "all_parameters": sum(p.numel() for p in model.parameters())}
         sched = dict(final=None)
+        anatomy = None
     sched.update(total_steps=total, warmup_steps=warm, cooldown_steps=cool,
                  pruning_steps=total - warm - cool, steps_per_epoch=steps_per_epoch)
     result = dict(
@@ -215,6 +219,7 @@ def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="resu
                    eval_seconds=eval_seconds),
         metrics=metrics,
         remaining=remaining,
+        anatomy=anatomy,
         schedule=sched,
         history=history["log"],
         eval_history=history["eval"],
