@@ -70,3 +70,12 @@ def test_clear_errors():
         pn.paper_table("mnli", 5)
     with pytest.raises(ValueError, match="available"):
         pn.paper_curve("qqp", "movement_global")
+
+
+def test_global_vs_local_local_column_is_the_local_runs():
+    for key, cols in pn.GLOBAL_VS_LOCAL.items():
+        method, _, distil = key.partition("+")
+        curve = pn.paper_curve("squad", method, distil=bool(distil))
+        for remaining, (local, _global) in cols.items():
+            run = next(p for p in curve if p.remaining == remaining + 0.1)
+            assert run.metrics[1] == local, (key, remaining)
