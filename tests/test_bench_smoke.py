@@ -123,3 +123,19 @@ def test_global_memory_rss_child():
     detail = bench.rss_peak_bytes("validate", "tiny", threads=1)
     assert "error" not in detail, detail
     assert detail["peak_extra_bytes"] > 50 * 1024 * 1024
+
+
+def test_sparse_speed_smoke(tmp_path):
+    bench = _bench("bench_sparse_speed")
+    result = bench.run(quick=True, model_cfg=bench._common.TINY, rounds=2, threads=1,
+                       log=lambda *a: None)
+    data = _roundtrip(result, tmp_path)
+    for key, entry in data["matrix"].items():
+        assert set(entry["variants"]) == set(bench.FORMATS), key
+        for name, v in entry["variants"].items():
+            assert v["max_abs_err"] < 1e-5, (key, name)  # every format computes the same product
+        if entry["keep"] < 1:
+            assert entry["nnz"] == round(entry["keep"] * entry["shape"][0] * entry["shape"][1])
+    (enc,) = data["encoder"].values()
+    assert enc["variants"]["csr"]["max_abs_err"] < 1e-4
+    assert "csr x" in bench.table(data)
