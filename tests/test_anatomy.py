@@ -26,10 +26,12 @@ def oracle_rows(model, pre):
         w0 = pre[name].flatten().tolist()
         kept = {i for i, v in enumerate(layer.mask().flatten().tolist()) if v}
         top = oracle_topk_indices([abs(v) for v in w0], len(kept))
+        top_final = oracle_topk_indices([abs(v) for v in w], len(kept))
         grew = {i for i in range(len(w)) if abs(w[i]) > abs(w0[i])}
         pruned = set(range(len(w))) - kept
         rows.append(dict(group=group_of(name), kept=len(kept),
                          overlap=len(kept & top) / len(kept), chance=len(kept) / len(w),
+                         overlap_final=len(kept & top_final) / len(kept),
                          moved_away_kept=len(kept & grew) / len(kept),
                          moved_away_pruned=len(pruned & grew) / len(pruned)))
     return rows
@@ -46,7 +48,7 @@ def test_matches_the_oracle_after_the_weights_move():
     got = mask_anatomy(model, pre)
     rows = oracle_rows(model, pre)
     total = sum(r["kept"] for r in rows)
-    for key in ("overlap", "chance", "moved_away_kept", "moved_away_pruned"):
+    for key in ("overlap", "overlap_final", "chance", "moved_away_kept", "moved_away_pruned"):
         want = sum(r[key] * r["kept"] for r in rows) / total
         assert got["global"][key] == pytest.approx(want, rel=1e-9), key
         q = [r for r in rows if r["group"] == "query"]
@@ -58,6 +60,7 @@ def test_magnitude_before_training_is_the_pretrained_mask_and_random_is_chance()
     model = wrapped("magnitude", keep=0.2)
     got = mask_anatomy(model, snapshot(model))
     assert got["global"]["overlap"] == pytest.approx(1.0)
+    assert got["global"]["overlap_final"] == pytest.approx(1.0)
     assert got["global"]["moved_away_kept"] == 0.0
     rand = wrapped("random", keep=0.2)
     g = mask_anatomy(rand, snapshot(rand))["global"]

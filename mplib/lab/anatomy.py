@@ -11,7 +11,9 @@ of paper.md §6). For each wrapped matrix ``m`` with ``N_m`` entries of which ``
 
   1 means the method kept exactly what magnitude pruning of the *pretrained* weights would have
   kept; a random mask scores ``k_m / N_m`` on average (``chance``). Groups and the whole model
-  are weighted by ``k_m``.
+  are weighted by ``k_m``. ``overlap_final`` is the same against ``Top_{k_m}(|W_final|)``: 1 for
+  magnitude pruning by construction; ``1 - overlap_final`` is the share of kept entries smaller
+  in magnitude than magnitude pruning's threshold on the same weights (C8).
 * **moved away from zero**: the fraction of kept entries with ``|W_final| > |W_pretrained|``
   (and the same fraction among pruned entries, for contrast);
 * **histograms** (C8) of the kept final weights and of all pretrained weights, on fixed bin edges
@@ -31,13 +33,17 @@ from torch import nn
 from ..report import group_of, layer_of
 from ..surgery import masked_layers
 
-__all__ = ["EDGES", "SAMPLE", "mask_anatomy", "snapshot"]
+__all__ = ["EDGES", "FIELDS", "SAMPLE", "mask_anatomy", "snapshot"]
 
 EDGES = torch.linspace(-0.3, 0.3, 61).tolist()
 """Bin edges of the weight histograms: 60 bins of width 0.01 on [-0.3, 0.3]."""
 
 SAMPLE = 1000
 """Entries of one matrix recorded for the score-versus-weight scatter."""
+
+
+FIELDS = ("overlap", "overlap_final", "chance", "moved_away_kept", "moved_away_pruned")
+"""The per-matrix facts, folded per group, per layer and overall (weighted by kept count)."""
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -65,7 +71,7 @@ def mask_anatomy(model: nn.Module, pretrained: dict[str, torch.Tensor], *, seed:
 
     Returns ``{"per_group": {group: {...}}, "per_layer": {layer: {...}}, "global": {...},
     "histogram": {"edges", "kept_final", "pretrained"}, "scatter": {...}}`` where each
-    ``{...}`` holds ``overlap``, ``chance``, ``moved_away_kept``, ``moved_away_pruned``.
+    ``{...}`` holds the :data:`FIELDS`.
     """
     layers = masked_layers(model)
     missing = sorted(set(layers) - set(pretrained))
@@ -81,12 +87,15 @@ def mask_anatomy(model: nn.Module, pretrained: dict[str, torch.Tensor], *, seed:
         m = layer.mask().flatten().cpu().bool()
         k, n = int(m.sum()), m.numel()
         top = torch.zeros(n, dtype=torch.bool)
+        top_final = torch.zeros(n, dtype=torch.bool)
         if k:
             top[torch.topk(w0.abs(), k, sorted=False).indices] = True
+            top_final[torch.topk(w.abs(), k, sorted=False).indices] = True
         grew = w.abs() > w0.abs()
         rows.append(dict(
             name=name, group=group_of(name), layer=layer_of(name), kept=k, numel=n,
             overlap=int((m & top).sum()) / k if k else float("nan"),
+            overlap_final=int((m & top_final).sum()) / k if k else float("nan"),
             chance=k / n,
             moved_away_kept=int(grew[m].sum()) / k if k else float("nan"),
             moved_away_pruned=int(grew[~m].sum()) / (n - k) if k < n else float("nan"),
@@ -99,7 +108,7 @@ def mask_anatomy(model: nn.Module, pretrained: dict[str, torch.Tensor], *, seed:
         for value in sorted({r[key] for r in rows}, key=str):
             sel = [r for r in rows if r[key] == value]
             out[str(value)] = {f: _weighted(sel, f) for f in
-                               ("overlap", "chance", "moved_away_kept", "moved_away_pruned")}
+                               FIELDS}
         return out
 
     last_name, last = list(layers.items())[-1]
@@ -114,7 +123,7 @@ def mask_anatomy(model: nn.Module, pretrained: dict[str, torch.Tensor], *, seed:
         "per_group": fold("group"),
         "per_layer": fold("layer"),
         "global": {f: _weighted(rows, f) for f in
-                   ("overlap", "chance", "moved_away_kept", "moved_away_pruned")},
+                   FIELDS},
         "histogram": {"edges": EDGES, "kept_final": _histogram(torch.cat(kept_values)),
                       "pretrained": _histogram(torch.cat(pre_values))},
         "scatter": {"matrix": last_name, "weight": sample(last.weight),
