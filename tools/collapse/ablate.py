@@ -10,6 +10,10 @@ every 25 steps. One change per run:
   --method M           magnitude / random / movement (default movement)
   --rowwise            OURS (not the paper): Top_v of S within each output row (every row
                        keeps ceil(v * in)), to test whether row concentration matters.
+  --gate-magnitude F   OURS (not the paper): movement may only remove weights among the F x
+                       (number to remove) smallest |W| of each matrix; inside that pool the
+                       scores decide. Tests whether limiting the size of what a cut removes
+                       (the first-order argument's failure, book/10_collapse) avoids the collapse.
   --prune-warmup N     dense pruning warm-up of N steps (LR warm-up unchanged, 106)
   --reset-scores-at N  zero the scores after step N (Adam moments kept): scores then hold only
                        the history after N.
@@ -49,6 +53,7 @@ def main():
     ap.add_argument("--exclude", nargs="*", default=None)
     ap.add_argument("--freeze-emb", action="store_true")
     ap.add_argument("--rowwise", action="store_true")
+    ap.add_argument("--gate-magnitude", type=float, default=None)
     ap.add_argument("--stop", type=int, default=331)
     ap.add_argument("--prune-warmup", type=int, default=WARMUP,
                     help="dense pruning warm-up (the LR warm-up stays 106 steps)")
@@ -96,6 +101,30 @@ def main():
         for layer in pruner.layers:
             layer.forward_mask = (lambda L=layer: RowTopV.apply(L.scores, L.keep_ratio))
             layer.mask = (lambda L=layer: RowTopV.apply(L.scores.detach(), L.keep_ratio))
+
+    if args.gate_magnitude is not None:   # OURS: movement inside a pool of small weights
+        class GatedTopV(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, s, w, v):
+                n = s.numel()
+                k = mplib.keep_count(n, v)
+                if k == n:
+                    return torch.ones_like(s)
+                pool = min(n, int(args.gate_magnitude * (n - k)))
+                big = torch.ones(n, dtype=torch.bool)       # outside the pool: never removed
+                big[torch.topk(w.abs().flatten(), pool, largest=False).indices] = False
+                ranked = torch.where(big, torch.full_like(s.flatten(), float("inf")),
+                                     s.flatten())
+                return mplib.topk_mask(ranked, k).view_as(s).to(s.dtype)
+
+            @staticmethod
+            def backward(ctx, g):
+                return g, None, None
+        for layer in pruner.layers:
+            layer.forward_mask = (lambda L=layer: GatedTopV.apply(L.scores, L.weight.detach(),
+                                                                   L.keep_ratio))
+            layer.mask = (lambda L=layer: GatedTopV.apply(L.scores.detach(),
+                                                          L.weight.detach(), L.keep_ratio))
 
     def on_step_end(step, net):
         state["step"] = step + 1

@@ -105,7 +105,7 @@ def main():
         model.load_state_dict(c100["model"])
         keep = pruner.values_at(c200["step"] - 1)["keep_ratio"]
         masks = {}
-        for name, layer in layers.items():
+        for name in layers:
             s = c200["model"][name + ".scores"]
             masks[name] = mplib.topk_mask(s, mplib.keep_count(s.numel(), keep)).bool()
         res["step100_dense"] = evaluate(model, val)

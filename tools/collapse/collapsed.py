@@ -51,7 +51,8 @@ def main():
         o = probe.run(batch)
         row["cls_spread"] = cls_spread(o.hidden_states)
         row["logit_std"] = o.logits.std(0).tolist()
-        row["ln_token_norm"] = {k.replace("bert.encoder.layer.", "L"): float(v[tok].norm(dim=1).mean())
+        row["ln_token_norm"] = {k.replace("bert.encoder.layer.", "L"):
+                                float(v[tok].norm(dim=1).mean())
                                 for k, v in probe.ln_in.items()}
         probe.close()
         for layer in layers:
@@ -76,7 +77,8 @@ def main():
         row["kept_weight_drift_since_first"] = drift
         out["rows"].append(row)
         print(step, row["keep_ratio"], row["masked"]["accuracy"],
-              row["same_weights_unmasked"]["accuracy"], row["these_masks_first_weights"]["accuracy"],
+              row["same_weights_unmasked"]["accuracy"],
+              row["these_masks_first_weights"]["accuracy"],
               [round(x, 3) for x in row["cls_spread"]], flush=True)
     out.update(clock())
     write_json("collapsed_baseline.json", out)

@@ -210,15 +210,18 @@ def main():
         # per-output-dim mean shift over tokens (coherent bias vs noise)
         per[name] = dict(
             kind=matrix_kind(name), layer=layer_index(name), shape=list(w.shape), n_cut=n_cut,
-            max_row_frac=float(rows.max()), top_rows=torch.argsort(rows, descending=True)[:5].tolist(),
+            max_row_frac=float(rows.max()),
+            top_rows=torch.argsort(rows, descending=True)[:5].tolist(),
             top_row_fracs=torch.sort(rows, descending=True).values[:5].tolist(),
             rows_over_20pct=int((rows > 0.2).sum()),
-            max_col_frac=float(cols.max()), top_cols=torch.argsort(cols, descending=True)[:5].tolist(),
+            max_col_frac=float(cols.max()),
+            top_cols=torch.argsort(cols, descending=True)[:5].tolist(),
             top_col_fracs=torch.sort(cols, descending=True).values[:5].tolist(),
             cols_over_20pct=int((cols > 0.2).sum()),
             mean_absw_cut_over_all=float(absw[cut].mean() / absw.mean()),
             frac_cut_that_magnitude_keeps=float((cut & mg[name]).sum() / n_cut),
-            frac_cut_in_top1pct_absw=float((cut & (absw >= torch.quantile(absw.flatten()[::7], 0.99))).sum() / n_cut),
+            frac_cut_in_top1pct_absw=float(
+                (cut & (absw >= torch.quantile(absw.flatten()[::7], 0.99))).sum() / n_cut),
             sign_consistency_cut=float(sgn[cut].mean()), sign_consistency_all=float(sgn.mean()),
             overlap_adam_sgd_cut=float((cut & sgd_cut).sum() / n_cut),
             overlap_adam_magnitude_cut=float((cut & ~mg[name]).sum() / n_cut),
@@ -231,7 +234,7 @@ def main():
                 random=float(d_rd.mean(0).norm() / y.norm(dim=1).mean()),
                 magnitude=float(d_mg.mean(0).norm() / y.norm(dim=1).mean())),
         )
-    # which LayerNorm input does each residual-writing matrix feed, and do its cut rows hit outliers?
+    # which LayerNorm input does each residual-writing matrix feed; do its cut rows hit outliers?
     for name, p in per.items():
         if p["kind"] not in ("attn_out", "ffn_out"):
             continue
@@ -270,13 +273,15 @@ def main():
                            mean_abs_cut_at_those=x1.abs().mean(0)[top].tolist())
         after[rule] = dict(ln_inputs=rows, cls_spread=cls_spread(out.hidden_states),
                            logit_std=out.logits.std(0).tolist(),
-                           acc_on_128=float((out.logits.argmax(-1) == batch["labels"]).float().mean()))
+                           acc_on_128=float((out.logits.argmax(-1) == batch["labels"])
+                                            .float().mean()))
     after["dense"] = dict(cls_spread=cls_spread(dense_out.hidden_states),
                           logit_std=dense_out.logits.std(0).tolist())
     probe.close()
     res.update(per_matrix=per, residual_outliers=outliers, layernorm_weights=ln_weights,
                after_cut=after, **clock())
-    write_json(f"cuts_{args.state}.json" if args.skip_a is False else f"anatomy_{args.state}.json", res)
+    write_json(f"cuts_{args.state}.json" if args.skip_a is False
+               else f"anatomy_{args.state}.json", res)
     print("done", clock())
 
 
