@@ -19,7 +19,6 @@ PLANNED = {
     "Deploying sparse models",
     "Fine-pruning with the Hugging Face Trainer",
     "L0 regularisation with hard-concrete gates",
-    "Movement scores in depth",
     "Reproducing the paper",
     "Scaling out and where the field went",
     "Schedules and distillation",
@@ -113,8 +112,8 @@ def test_every_planned_title_is_still_named_somewhere():
 @pytest.mark.parametrize("text,bad", [
     ("book/01_masks_and_magnitude.ipynb (the table)", False),
     ("book/99_nowhere.ipynb", True),
-    ('planned chapter "Movement scores in depth"', False),
-    ('planned chapter "Movement scores in depht"', True),
+    ('planned chapter "Deploying sparse models"', False),
+    ('planned chapter "Deploying sparse modles"', True),
     ("somewhere in the book", True),
     ("book/api.md", True),  # not a numbered chapter
 ])

@@ -11,6 +11,10 @@ experiments on a CPU and to store their results:
   :mod:`~mplib.lab.tables`, :mod:`~mplib.lab.env` -- named scales, one run -> one result file,
   grids of runs, tables of results, hardware and version facts;
 * :mod:`~mplib.lab.probes` -- measurements that are not one run (the first-cut probe);
+* :mod:`~mplib.lab.anatomy`, :mod:`~mplib.lab.scores` -- what a run kept (stored with each
+  result) and what its scores accumulated (traced along a run);
+* :mod:`~mplib.lab.conclusions`, :mod:`~mplib.lab.paper_numbers` -- the paper's conclusions
+  checked on result files, and the paper's own numbers to compare with;
 * :mod:`~mplib.lab.notebook` -- the one set-up call of every chapter.
 
 Importing :mod:`mplib` does not import this package.

@@ -22,7 +22,7 @@ of paper.md §6). For each wrapped matrix ``m`` with ``N_m`` entries of which ``
   of one matrix (the last wrapped one), chosen with a seeded generator so that every run of a
   sweep samples the same positions.
 
-Taught in: planned chapter "What gets pruned".
+Taught in: book/12_what_gets_pruned.ipynb.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ nothing is pruned.
 Under DDP the update is linear in the gradient, so averaging the per-process buffers after each
 step gives exactly the one-process rule on the global batch (``ddp = "average_buffers"``).
 
-Taught in: planned chapter "Movement scores in depth" (a contrast score).
+Taught in: book/04_movement_scores.ipynb (a contrast score).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class AccumulatedMovement(AccumulatedTopV):
 
     name = "accumulated_movement"
     ddp = "average_buffers"
-    chapter = 'planned chapter "Movement scores in depth"'
+    chapter = "book/04_movement_scores.ipynb"
 
     def accumulate(self, layer, grad_weight: torch.Tensor) -> None:
         layer.scores.sub_(grad_weight * layer.weight)

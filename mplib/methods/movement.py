@@ -9,9 +9,11 @@ In formulas::
 ``S`` is an ``nn.Parameter`` trained with the weights (AdamW, its own learning rate, no weight
 decay). With plain SGD from ``S = 0`` it is the accumulated movement away from zero,
 ``S_T = -alpha_S * sum_t (dL/dW')_t ⊙ W_t`` (Eq. 3); under Adam, what the paper ran, each
-coordinate's step is normalised, so ``S`` counts how *consistently* ``W`` moved away from zero.
+coordinate's step is normalised by the size of its own gradient, so ``S`` counts how
+*consistently* ``W`` moved away from zero (about ``-sum_t alpha_t g_t / rms_{s<=t}(g_s)``).
 
-Taught in: book/02_straight_through.ipynb.
+Taught in: book/02_straight_through.ipynb; Eq. 3 under Adam and the scores-versus-weights
+picture in book/04_movement_scores.ipynb.
 """
 
 from __future__ import annotations

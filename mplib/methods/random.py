@@ -7,7 +7,8 @@ In formulas::
 As ``v`` shrinks along the schedule the mask only loses entries (Top_v of fixed scores is
 nested), like every Top_v method. Any method worth its cost must beat it.
 
-Taught in: book/03_fine_pruning.ipynb and book/10_collapse.ipynb (the random-mask control of the six-layer collapse).
+Taught in: book/03_fine_pruning.ipynb and book/10_collapse.ipynb (the random-mask control of
+the six-layer collapse).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ zero scores as high as one that moves away.
 The update is not linear in the gradient, so averaging per-process scores under DDP would
 compute another saliency than one process does: refused (``ddp = "refuse"``).
 
-Taught in: planned chapter "Movement scores in depth" (a contrast score).
+Taught in: book/04_movement_scores.ipynb (a contrast score).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Snip(AccumulatedTopV):
 
     name = "snip"
     ddp = "refuse"
-    chapter = 'planned chapter "Movement scores in depth"'
+    chapter = "book/04_movement_scores.ipynb"
 
     def accumulate(self, layer, grad_weight: torch.Tensor) -> None:
         layer.scores.add_((grad_weight * layer.weight).abs())
