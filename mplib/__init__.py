@@ -20,6 +20,7 @@ from .optim import make_optimizer, param_groups
 from .pruner import Pruner
 from .report import remaining_fraction, sparsity_report
 from .schedule import cubic_schedule
+from .shrink import load_shrunk, save_shrunk, shrink_model
 from .surgery import bake, masked_layers, unwrap, wrap
 from .topk import keep_count, topk_mask
 
@@ -42,11 +43,14 @@ __all__ = [
     "kth_largest",
     "l1_sigmoid",
     "load_compact",
+    "load_shrunk",
     "make_optimizer",
     "masked_layers",
     "param_groups",
     "remaining_fraction",
     "save_compact",
+    "save_shrunk",
+    "shrink_model",
     "size_report",
     "sparsity_report",
     "topk_mask",

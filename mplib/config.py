@@ -58,7 +58,9 @@ class PruningConfig:
             gates plus expected-L0 penalty), ``threshold`` (``S > tau``, straight-through),
             and the contrast baselines ``random``, ``accumulated_movement`` (scores
             ``-sum_t W*grad_W``, no straight-through: SparseML's "movement") and ``snip``
-            (``sum_t |W*grad_W|``).
+            (``sum_t |W*grad_W|``); the structured methods ``block_movement``,
+            ``neuron_movement`` and ``head_movement`` (Top_v over one score per block, row or
+            column, head; planned chapter "Deploying sparse models").
         keep_ratio: final fraction of weights kept, in (0, 1]. Required by the Top_v methods
             (magnitude, movement, random, accumulated_movement, snip); an error for the others,
             whose sparsity comes from ``tau``/``lam``.
@@ -87,6 +89,11 @@ class PruningConfig:
             (Louizos et al. 2018; the paper's l=-0.1, r=1.1, b=2/3).
         global_every: for ``scope="global"``, recompute the per-matrix budgets every this many
             steps (1 = every step, exact).
+        block_size: ``block_movement`` only: the block, an int ``b`` (``b x b``) or a pair
+            ``(rows, cols)`` of the stored weight; default 32. It must divide every selected
+            weight's shape (checked by ``wrap``, naming a size that fits).
+        head_size: ``head_movement`` only, required: the width of one attention head,
+            ``hidden_size // num_attention_heads`` (64 for BERT-base, 32 for all-MiniLM-L6-v2).
         seed: seed of the ``random`` method's fixed scores. (L0's training noise and the
             ``uniform``/``kaiming`` score initialisations draw from torch's global generator,
             like any other layer: seed it with ``torch.manual_seed``.)
@@ -109,6 +116,8 @@ class PruningConfig:
     l0_beta: float = 2.0 / 3.0
     global_every: int = 1
     seed: int = 0
+    block_size: int | tuple[int, int] | None = None
+    head_size: int | None = None
 
     def __post_init__(self):
         cls = get_method(self.method)
@@ -117,6 +126,12 @@ class PruningConfig:
         for knob in ("keep_ratio", "tau", "lam"):
             if knob not in cls.knobs and getattr(self, knob) is not None:
                 raise ValueError(_unused_knob_message(self.method, knob, cls.knobs))
+        for option in ("block_size", "head_size"):
+            if option not in cls.options and getattr(self, option) is not None:
+                readers = [n for n, c in METHODS.items() if option in c.options]
+                raise ValueError(f"method {self.method!r} does not use {option}; it is read "
+                                 f"only by {' and '.join(readers)}. Drop {option} or change "
+                                 "method")
         if "lam" in cls.knobs:
             if self.lam is None:
                 self.lam = 0.0

@@ -13,7 +13,9 @@ module per rule) for the mask:
 
 The layer holds the state the schedule changes: ``keep_ratio``, ``tau`` and, for global
 selection, ``budget``. The bias is never masked. Shapes: ``weight`` is ``(out, in)`` for Linear
-and ``(in, out)`` for Conv1D; ``scores`` and the mask always have the weight's shape.
+and ``(in, out)`` for Conv1D; the mask always has the weight's shape, and so has ``scores``
+except for the structured methods, whose ``scores`` hold one entry per block, neuron or head
+(:mod:`mplib.methods.coarse`).
 
 Taught in: book/01_masks_and_magnitude.ipynb, book/02_straight_through.ipynb.
 """

@@ -110,6 +110,9 @@ def test_valid_config_defaults_and_to_dict():
         "random",
         "accumulated_movement",
         "snip",
+        "block_movement",
+        "neuron_movement",
+        "head_movement",
     }
 
 

@@ -88,8 +88,8 @@ PUBLIC_API = {
     # surgery, reports, optimizer
     "wrap", "bake", "unwrap", "masked_layers", "sparsity_report", "remaining_fraction",
     "param_groups", "make_optimizer",
-    # deployment: compact storage of a pruned model
-    "save_compact", "load_compact", "size_report",
+    # deployment: compact storage of a pruned model; structured models shrunk to dense
+    "save_compact", "load_compact", "size_report", "shrink_model", "save_shrunk", "load_shrunk",
 }
 
 

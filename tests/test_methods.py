@@ -37,6 +37,7 @@ class Row:
     penalty: str | None  # "mean_sigmoid" | "mean_prob_nonzero" | None
     accumulates: str | None  # "minus_w_grad" | "plus_abs_w_grad" | None
     config: dict = field(default_factory=dict)  # a valid config with non-trivial masks
+    groups: str | None = None  # one score per "block" | "neuron" | "head"; None: per weight
 
 
 L0_DEFAULT_INIT = math.log(0.9 / 0.1)  # logit(0.9): gates start about 90 % open
@@ -59,15 +60,52 @@ ROWS: dict[str, Row] = {
                                 dict(keep_ratio=0.5)),
     "snip": Row(("keep_ratio",), "buffer", "refuse", "cubic", 0.0, True, "scores",
                 None, None, "plus_abs_w_grad", dict(keep_ratio=0.5)),
+    "block_movement": Row(("keep_ratio",), "parameter", "exact", "cubic", 0.0, True, "scores",
+                          None, None, None, dict(keep_ratio=0.5, block_size=4), "block"),
+    "neuron_movement": Row(("keep_ratio",), "parameter", "exact", "cubic", 0.0, True, "scores",
+                           None, None, None, dict(keep_ratio=0.5), "neuron"),
+    "head_movement": Row(("keep_ratio",), "parameter", "exact", "cubic", 0.0, True, "scores",
+                         None, None, None, dict(keep_ratio=0.5, head_size=4), "head"),
 }
 NAMES = sorted(ROWS)
 TOPV = [n for n in NAMES if ROWS[n].topv]
+TOPV_PER_WEIGHT = [n for n in TOPV if ROWS[n].groups is None]
+COARSE = [n for n in NAMES if ROWS[n].groups]
 PENALISED = [n for n in NAMES if ROWS[n].penalty]
 ACCUMULATING = [n for n in NAMES if ROWS[n].accumulates]
 KEEP_RATIOS = ("1", "0.5", "0.3", "0.1", "0.07", "0.001")  # decimal strings: exact oracle
 
 
 # -- independent oracles -----------------------------------------------------------------------
+ATTN_IN = ("attention.self.query", "attention.self.key", "attention.self.value",
+           "attention.q_lin", "attention.k_lin", "attention.v_lin")
+READS_GROUPS = ("attention.output.dense", "attention.out_lin", "ffn.lin2")
+
+
+def oracle_group(name: str, lname: str, shape: tuple[int, int], cfg) -> tuple[int, int]:
+    """The ``(r, c)`` group of stored weight ``shape`` (nn.Linear layers): (1, 1) per weight."""
+    out, inp = shape
+    groups = ROWS[name].groups
+    if groups is None:
+        return 1, 1
+    if groups == "block":
+        return tuple(cfg.block_size)
+    if groups == "head" and lname.endswith(ATTN_IN):
+        return cfg.head_size, inp
+    if groups == "head" and lname.endswith(("attention.output.dense", "attention.out_lin")):
+        return out, cfg.head_size
+    # neurons: columns of the layers that read neurons/heads (FFN out, attention out), else rows
+    ffn_out = lname.endswith("output.dense") and not lname.endswith("attention.output.dense")
+    return (out, 1) if ffn_out or lname.endswith(READS_GROUPS) else (1, inp)
+
+
+def oracle_expand(grid: torch.Tensor, r: int, c: int) -> torch.Tensor:
+    """``E``: entry ``(i, j)`` of the result is ``grid[i // r][j // c]`` (plain loops)."""
+    g = grid.tolist()
+    rows = [[g[i // r][j // c] for j in range(len(g[0]) * c)] for i in range(len(g) * r)]
+    return torch.tensor(rows, dtype=grid.dtype)
+
+
 def schedule_oracle(t: int, T: int, warmup: int, cooldown: int, start: float, end: float):
     """Clamped elapsed fraction through the pruning window, then the cubic ease-out."""
     elapsed = min(max((t - warmup) / (T - warmup - cooldown), 0.0), 1.0)
@@ -175,7 +213,9 @@ def test_score_tensor_kind_shape_and_start(name):
         if row.scores == "none":
             assert s is None
             continue
-        assert s.shape == layer.weight.shape and s.dtype == layer.weight.dtype
+        r, c = oracle_group(name, lname, tuple(layer.weight.shape), layer.rule.config)
+        rows, cols = layer.weight.shape
+        assert s.shape == (rows // r, cols // c) and s.dtype == layer.weight.dtype
         if row.scores == "parameter":
             assert isinstance(s, nn.Parameter) and s.requires_grad and id(s) in params
             assert torch.all(s == row.score_init)  # constant init at the method's default
@@ -233,15 +273,17 @@ def test_mask_is_binary_and_is_the_eval_forward_mask(name):
 def test_topv_local_keeps_ceil_v_n_of_the_ranking(name, ratio):
     model, layers = wrapped_mlp(name, keep_ratio=float(ratio))
     randomise_scores(layers)
-    for layer in layers.values():
+    for lname, layer in layers.items():
         m = layer.mask()
-        n = layer.weight.numel()
-        assert int(m.sum()) == exact_ceil(ratio, n)
         ranking = layer.weight.abs() if ROWS[name].ranks == "abs_weight" else layer.scores
-        assert torch.equal(m, oracle_topk_mask(ranking, exact_ceil(ratio, n)))
+        n = ranking.numel()  # weights, or groups for the structured methods
+        r, c = oracle_group(name, lname, tuple(layer.weight.shape), layer.rule.config)
+        assert int(m.sum()) == exact_ceil(ratio, n) * r * c
+        want = oracle_expand(oracle_topk_mask(ranking, exact_ceil(ratio, n)), r, c)
+        assert torch.equal(m, want)
 
 
-@pytest.mark.parametrize("name", TOPV)
+@pytest.mark.parametrize("name", TOPV_PER_WEIGHT)
 @pytest.mark.parametrize("ratio", ("0.5", "0.2", "0.05"))
 @pytest.mark.parametrize("family", ("mlp", "bert"))
 def test_topv_global_keeps_ceil_v_n_over_all_matrices(name, ratio, family):
@@ -444,6 +486,137 @@ def test_ddp_refuses_exactly_the_refuse_methods(name, monkeypatch):
             mplib.distributed.check_supported(name)
     else:
         mplib.distributed.check_supported(name)
+
+
+# -- structured methods: one score per block / neuron / head --------------------------------------
+GPT2_GROUPS = {"attn.c_attn": "in_head", "attn.c_proj": "head_in", "mlp.c_fc": "col",
+               "mlp.c_proj": "row"}
+
+
+def stored_group(name: str, lname: str, shape: tuple[int, int], cfg) -> tuple[int, int]:
+    """``oracle_group`` in the stored orientation: GPT-2's Conv1D weights are ``(in, out)``."""
+    suffix = next((k for k in GPT2_GROUPS if lname.endswith(k)), None)
+    if suffix is None or ROWS[name].groups == "block":
+        return oracle_group(name, lname, shape, cfg)
+    rows, cols = shape
+    kind = GPT2_GROUPS[suffix]
+    if kind == "in_head" and ROWS[name].groups == "head":
+        return rows, cfg.head_size
+    if kind == "head_in" and ROWS[name].groups == "head":
+        return cfg.head_size, cols
+    # neurons: c_fc / fused c_attn produce outputs (stored columns); the two c_proj read them
+    return (1, cols) if kind in ("row", "head_in") else (rows, 1)
+
+
+FAMILY_OPTIONS = {"block_movement": dict(block_size=4), "neuron_movement": {},
+                  "head_movement": dict(head_size=8)}
+
+
+@pytest.mark.parametrize("name", COARSE)
+@pytest.mark.parametrize("family", ("mlp", "bert", "distilbert", "gpt2"))
+def test_coarse_gradient_is_autograd_of_an_explicit_expansion(name, family):
+    """dL/dS_g = sum over group g of (dL/dW') ⊙ W: the gradient of a leaf grid mask ``Mg`` when
+    ``W' = W ⊙ kron(Mg, ones(r, c))`` is computed by plain autograd on an unwrapped twin."""
+    extra = {"target_modules": MLP_TARGETS} if family == "mlp" else {}
+    cfg = mplib.PruningConfig(method=name, keep_ratio=0.5, **FAMILY_OPTIONS[name], **extra)
+    model = make_model(family).double()
+    mplib.wrap(model, cfg)
+    layers = mplib.masked_layers(model)
+    randomise_scores(layers, seed=5)
+    g = torch.Generator().manual_seed(2)
+    if family == "mlp":
+        x = torch.randn(4, 8, generator=g, dtype=torch.float64)
+        loss_of = lambda out: (out**2).sum()  # noqa: E731
+        inputs = (x,)
+    else:
+        ids = torch.randint(0, 40, (2, 6), generator=g)
+        inputs = ()
+        loss_of = lambda out: (out.logits**2).sum()  # noqa: E731
+    kwargs = {} if family == "mlp" else {"input_ids": ids}
+    loss_of(model(*inputs, **kwargs)).backward()
+
+    twin = make_model(family).double()  # same seed: the same weights, no mplib layers
+    params, leaves, groups = {}, {}, {}
+    for lname, layer in layers.items():
+        shape = tuple(layer.weight.shape)
+        r, c = stored_group(name, lname, shape, cfg)
+        groups[lname] = (r, c)
+        k = exact_ceil("0.5", (shape[0] // r) * (shape[1] // c))
+        leaves[lname] = oracle_topk_mask(layer.scores, k).requires_grad_()
+        w = twin.get_submodule(lname).weight.detach()
+        params[lname + ".weight"] = w * torch.kron(leaves[lname], torch.ones(r, c, dtype=w.dtype))
+    loss_of(torch.func.functional_call(twin, params, inputs, kwargs)).backward()
+    assert any(float(leaf.grad.abs().max()) > 0 for leaf in leaves.values())
+    for lname, layer in layers.items():
+        assert tuple(layer.scores.shape) == tuple(leaves[lname].shape)
+        torch.testing.assert_close(layer.scores.grad, leaves[lname].grad, rtol=1e-10,
+                                   atol=1e-12)
+        r, c = groups[lname]
+        assert torch.equal(layer.mask(), oracle_expand(leaves[lname].detach(), r, c))
+
+
+def test_coarse_gradient_is_the_group_sum_of_grad_times_weight():
+    """The formula by hand on the MLP: G = dL/dW' from W' leaves, then loops over each block."""
+    model, layers = wrapped_mlp("block_movement", dtype=torch.float64)
+    randomise_scores(layers)
+    x, y = mlp_input(torch.float64)
+    F.cross_entropy(model(x), y).backward()
+    leaves = {n: (lay.weight.detach() * lay.mask()).requires_grad_() for n, lay in layers.items()}
+    h = x
+    for i, module in enumerate(model):
+        h = F.linear(h, leaves[str(i)], module.bias.detach()) if str(i) in layers else module(h)
+    F.cross_entropy(h, y).backward()
+    for n, lay in layers.items():
+        G, W = leaves[n].grad.tolist(), lay.weight.detach().tolist()
+        g0, g1 = lay.scores.shape
+        want = [[sum(G[i][j] * W[i][j] for i in range(4 * a, 4 * a + 4)
+                     for j in range(4 * b, 4 * b + 4)) for b in range(g1)] for a in range(g0)]
+        torch.testing.assert_close(lay.scores.grad, torch.tensor(want, dtype=torch.float64),
+                                   rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", COARSE)
+def test_coarse_methods_refuse_global_scope(name):
+    with pytest.raises(ValueError, match="only scope='local'.*use scope='local'"):
+        config(name, scope="global")
+
+
+@pytest.mark.parametrize("block_size", (3, (4, 3), (5, 4)))
+def test_block_size_that_does_not_divide_names_the_fix(block_size):
+    model = make_model("mlp")  # weights (16, 8) and (12, 16)
+    with pytest.raises(ValueError, match=r"does not divide\. Pass a block_size that divides "
+                                         r"every selected weight \(e\.g\. block_size=8 for "
+                                         r"this one\).*exclude_modules"):
+        mplib.wrap(model, config("block_movement", block_size=block_size))
+
+
+@pytest.mark.parametrize("bad", (0, -4, (4,), (4, 0), 2.5, "32", (True, 4)))
+def test_block_size_must_be_positive_ints(bad):
+    with pytest.raises(ValueError, match=r"block_size must be a positive int.*block_size=32"):
+        config("block_movement", block_size=bad)
+
+
+def test_block_size_defaults_to_32_and_pairs_are_kept():
+    assert mplib.PruningConfig(method="block_movement", keep_ratio=0.5).block_size == (32, 32)
+    assert config("block_movement", block_size=[2, 4]).block_size == (2, 4)
+
+
+def test_head_size_is_required_and_must_fit():
+    with pytest.raises(ValueError, match=r"needs head_size.*head_size=64"):
+        mplib.PruningConfig(method="head_movement", keep_ratio=0.5)
+    with pytest.raises(ValueError, match="head_size must be a positive int"):
+        mplib.PruningConfig(method="head_movement", keep_ratio=0.5, head_size=0)
+    with pytest.raises(ValueError, match=r"not a whole number of heads of head_size=5.*"
+                                         r"hidden_size // num_attention_heads"):
+        mplib.wrap(make_model("bert"),
+                   mplib.PruningConfig(method="head_movement", keep_ratio=0.5, head_size=5))
+
+
+@pytest.mark.parametrize("option,value", (("block_size", 4), ("head_size", 8)))
+@pytest.mark.parametrize("method", ("movement", "neuron_movement"))
+def test_structure_options_refused_by_methods_that_do_not_read_them(method, option, value):
+    with pytest.raises(ValueError, match=f"does not use {option}.*Drop {option}"):
+        mplib.PruningConfig(method=method, keep_ratio=0.5, **{option: value})
 
 
 # -- (c) a new method is one class and one registry entry --------------------------------------

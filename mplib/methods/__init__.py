@@ -11,7 +11,13 @@ threshold                ``1[S > tau]``                   straight-through
 random                   Top_v(fixed random ``S``)        nothing (a buffer)
 accumulated_movement     Top_v(``S``)                     ``S -= W ⊙ grad_W`` after backward
 snip                     Top_v(``S``)                     ``S += |W ⊙ grad_W|`` after backward
+block_movement           ``E(Top_v(S))``, S per block     straight-through, summed per block
+neuron_movement          ``E(Top_v(S))``, S per row/col   straight-through, summed per row/col
+head_movement            ``E(Top_v(S))``, S per head      straight-through, summed per head
 =======================  ===============================  ===================================
+
+``E`` copies one score per group (block, row/column, head) to the group's weights
+(:mod:`~mplib.methods.coarse`).
 
 Adding a method: one module here with a :class:`PruningMethod` subclass, one line in
 :data:`METHODS`, one row in the method table of ``tests/test_methods.py``.
@@ -23,9 +29,12 @@ from __future__ import annotations
 
 from .accumulated_movement import AccumulatedMovement
 from .base import AccumulatedTopV, PruningMethod, TopV
+from .block_movement import BlockMovement
+from .head_movement import HeadMovement
 from .l0 import L0
 from .magnitude import Magnitude
 from .movement import Movement
+from .neuron_movement import NeuronMovement
 from .random import Random
 from .snip import Snip
 from .soft_movement import SoftMovement
@@ -34,7 +43,7 @@ from .threshold import Threshold
 METHODS: dict[str, type[PruningMethod]] = {
     cls.name: cls
     for cls in (Magnitude, Movement, SoftMovement, L0, Threshold, Random, AccumulatedMovement,
-                Snip)
+                Snip, BlockMovement, NeuronMovement, HeadMovement)
 }
 """Every registered method, by name.
 

@@ -12,6 +12,8 @@ A method is everything that differs between pruning rules, in one class (the ide
 ``mask``              the binary mask of evaluation and export (what ``bake`` applies)
 ``scheduled``         the values the cubic schedule drives at a step (``keep_ratio_t``, ...)
 ``penalty``           ``R(S)``; the pruner adds ``lam_t * R(S)`` to the loss
+``options``           config fields besides the knobs that the method reads (``block_size``,
+                      ``head_size`` of the structured methods); an error for the others
 ``ddp``               behaviour under data parallelism: ``"exact"`` (parameters are
                       all-reduced, masks agree), ``"average_buffers"`` (linear update of a
                       score buffer, averaged after each step) or ``"refuse"``
@@ -46,6 +48,7 @@ class PruningMethod:
 
     name: ClassVar[str] = ""
     knobs: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[tuple[str, ...]] = ()
     scores: ClassVar[str] = "none"
     ddp: ClassVar[str] = "exact"
     lam_schedule: ClassVar[str] = "cubic"
