@@ -18,7 +18,6 @@ import mplib
 PLANNED = {
     "Deploying sparse models",
     "Fine-pruning with the Hugging Face Trainer",
-    "L0 regularisation with hard-concrete gates",
     "Reproducing the paper",
     "Scaling out and where the field went",
     "Schedules and distillation",

@@ -59,6 +59,14 @@ def test_sample_statistics_match_closed_forms(s):
     # P(gate == 1): Z >= 1  <=>  logit(u) >= b log((1 - l)/(r - 1)) - S
     p_one = _sigmoid(s - B * math.log((1 - L) / (R - 1)))
     within_binomial(float((m == 1).double().mean()), p_one)
+    assert float(hc.prob_one(torch.tensor(s, dtype=torch.float64))) == pytest.approx(
+        p_one, rel=1e-12
+    )
+    within_binomial(float((m == 1).double().mean()), float(hc.prob_one(torch.tensor(s))))
+    # the CDF at interior points and at 0 (the point mass) against the empirical CDF
+    for y in (0.0, 0.1, 0.5, 0.9, 0.999):
+        cdf = float(hc.gate_cdf(y, torch.tensor(s, dtype=torch.float64)))
+        within_binomial(float((m <= y).double().mean()), cdf)
 
     # mean gate vs a midpoint rule over u in (0, 1) (the integrand is bounded and monotone)
     k = 400_000
@@ -195,3 +203,114 @@ def test_l0_config_defaults_follow_the_authors():
     layer = mplib.MaskedLinear(nn.Linear(3, 2), cfg)
     assert torch.allclose(layer.scores, torch.full((2, 3), math.log(9)))
     assert torch.equal(layer.mask(), torch.ones(2, 3))
+
+
+def _empirical_cdf_by_quadrature(y: float, s: float, k: int = 200_000) -> float:
+    """P(gate <= y) as the measure of {u in (0, 1): gate(u) <= y}, by a midpoint rule."""
+    u = (torch.arange(k, dtype=torch.float64) + 0.5) / k
+    z = (R - L) * torch.sigmoid((torch.log(u) - torch.log1p(-u) + s) / B) + L
+    return float((z.clamp(0, 1) <= y).double().mean())
+
+
+@pytest.mark.parametrize("s", [-2.0, 0.0, 0.8, 2.197])
+def test_gate_cdf_matches_quadrature_over_the_noise(s):
+    for y in (0.0, 0.05, 0.3, 0.5, 0.77, 0.99, 1.0):
+        got = float(hc.gate_cdf(y, torch.tensor(s, dtype=torch.float64)))
+        # the gate is increasing in u, so the set is an interval; the midpoint rule is exact
+        # up to one cell
+        assert got == pytest.approx(_empirical_cdf_by_quadrature(y, s), abs=2e-5), y
+
+
+def test_gate_cdf_edges_and_broadcasting():
+    s = torch.linspace(-4, 4, 9, dtype=torch.float64)
+    torch.testing.assert_close(hc.gate_cdf(0.0, s), 1 - hc.prob_nonzero(s), rtol=0, atol=1e-15)
+    assert torch.equal(hc.gate_cdf(1.0, s), torch.ones_like(s))
+    below_one = hc.gate_cdf(1 - 1e-12, s)  # the jump at 1 is P(gate = 1)
+    torch.testing.assert_close(1 - below_one, hc.prob_one(s), rtol=0, atol=1e-9)
+    ys = torch.tensor([[0.0], [0.5], [1.0]], dtype=torch.float64)
+    grid = hc.gate_cdf(ys, s)
+    assert grid.shape == (3, 9)
+    assert (grid[1:] >= grid[:-1]).all()  # non-decreasing in y
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            hc.gate_cdf(bad, s)
+
+
+def _l0_net(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+    # scores spread over (-4, 4): some gates closed, some fractional, some fully open
+    cfg = mplib.PruningConfig(method="l0", score_init="uniform", score_init_value=4.0,
+                              target_modules=["0", "2"])
+    mplib.wrap(net, cfg)
+    return net
+
+
+def _forward_by_hand(net: nn.Sequential, x: torch.Tensor, gate) -> torch.Tensor:
+    h = x
+    for layer in net:
+        if isinstance(layer, mplib.MaskedLinear):
+            g = torch.tensor([[gate(float(v)) for v in row] for row in layer.scores.detach()],
+                             dtype=torch.float64)
+            h = torch.nn.functional.linear(h, layer.weight.detach() * g, layer.bias.detach())
+        else:
+            h = layer(h)
+    return h
+
+
+def test_continuous_eval_uses_louizos_gate_and_restores_binary():
+    net = _l0_net()
+    net.eval()
+    x = torch.randn(4, 6, dtype=torch.float64)
+
+    def louizos(v):  # min(1, max(0, (r - l) sigmoid(S) + l)), scalar math
+        return min(1.0, max(0.0, (R - L) * _sigmoid(v) + L))
+
+    def binary(v):
+        return 1.0 if v > 0 else 0.0
+
+    scores = torch.cat([m.scores.detach().flatten() for m in mplib.masked_layers(net).values()])
+    assert ((scores > math.log(-L / R)) & (scores <= 0)).any()  # the two gates really differ
+    masks_before = [m.mask().clone() for m in mplib.masked_layers(net).values()]
+    with torch.no_grad():
+        out_binary = net(x)
+        with hc.continuous_eval(net) as same:
+            assert same is net
+            out_cont = net(x)
+            masks_inside = [m.mask() for m in mplib.masked_layers(net).values()]
+        out_after = net(x)
+    torch.testing.assert_close(out_binary, _forward_by_hand(net, x, binary), rtol=0, atol=1e-12)
+    torch.testing.assert_close(out_cont, _forward_by_hand(net, x, louizos), rtol=0, atol=1e-12)
+    assert not torch.allclose(out_cont, out_binary)
+    assert torch.equal(out_after, out_binary)
+    # mask(), bake and reports stay binary inside the block
+    assert all(torch.equal(a, b) for a, b in zip(masks_before, masks_inside, strict=True))
+
+
+def test_continuous_eval_leaves_training_sampling_and_restores_after_errors():
+    net = _l0_net(1)
+    net.train()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with hc.continuous_eval(net):
+        torch.manual_seed(5)
+        inside = net(x)
+    torch.manual_seed(5)
+    outside = net(x)
+    torch.testing.assert_close(inside, outside, rtol=0, atol=0)  # the same noise, same sample
+    net.eval()
+    with pytest.raises(RuntimeError, match="boom"), hc.continuous_eval(net):
+        raise RuntimeError("boom")
+    layer = next(iter(mplib.masked_layers(net).values()))
+    assert layer.rule.eval_gate == "binary"
+    with torch.no_grad():
+        expected = layer.weight * (layer.scores > 0).double()
+        torch.testing.assert_close(layer.masked_weight(), expected, rtol=0, atol=0)
+
+
+def test_continuous_eval_refuses_a_model_without_l0_layers():
+    plain = nn.Sequential(nn.Linear(3, 2))
+    with pytest.raises(ValueError, match="method 'l0'"), hc.continuous_eval(plain):
+        pass
+    mplib.wrap(plain, mplib.PruningConfig(method="movement", keep_ratio=0.5, target_modules="0"))
+    with pytest.raises(ValueError, match="wrap it first"), hc.continuous_eval(plain):
+        pass

@@ -14,23 +14,32 @@ With stretch limits ``l < 0 < 1 < r`` and temperature ``b`` (the paper: -0.1, 1.
 The paper prints ``sigmoid(log S - b log(-l/r))``; with ``S`` in the role of ``log alpha`` the
 ``log`` must go (the authors' code has ``S``): see paper.md §9, erratum 3.
 
+The whole distribution of one gate (a point mass at 0, a density on (0, 1), a point mass at 1)::
+
+    P(M <= y) = sigmoid(b * logit((y - l) / (r - l)) - S)      for 0 <= y < 1
+    P(M = 0)  = sigmoid(b * log(-l / r) - S),   P(M = 1) = sigmoid(S - b * log((1 - l) / (r - 1)))
+
 Evaluation / export. The paper's deterministic gate ``min(1, max(0, (r - l) sigmoid(S) + l))``
-is *continuous*: the authors' code multiplied surviving weights by fractional gates. mplib's
+is *continuous*: the authors' code multiplied surviving weights by fractional gates, and counted
+a weight as remaining when its gate was > 0 (``S > log(-l / r) = -2.398``). mplib's
 eval and exported mask is **binary**: ``M = 1[Mhat > 1/2]``, which is ``1[S > 0]`` -- the gate is
 kept exactly when its noise-free value rounds to 1, equivalently when the median of its
-training distribution exceeds 1/2. :func:`deterministic_gates` still gives the continuous value
-so the book can compare the two. Scores start at ``logit(0.9) = 2.197`` (gates about 90 % open,
-the authors' recipe).
+training distribution exceeds 1/2. :func:`deterministic_gates` still gives the continuous value,
+and inside :func:`continuous_eval` a model's evaluation forward passes use it, so the book can
+compare the two. Scores start at ``logit(0.9) = 2.197`` (gates about 90 % open, the authors'
+recipe).
 
-Taught in: planned chapter "L0 regularisation with hard-concrete gates".
+Taught in: book/06_l0_regularisation.ipynb.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from .base import PruningMethod
 from .soft_movement import mean_of_means
@@ -85,6 +94,34 @@ def prob_nonzero(
     return torch.sigmoid(scores - beta * math.log(-left / right))
 
 
+def prob_one(
+    scores: torch.Tensor, *, left: float = LEFT, right: float = RIGHT, beta: float = BETA
+) -> torch.Tensor:
+    """Closed-form ``P(gate = 1) = sigmoid(S - b log((1 - l) / (r - 1)))`` (the clamp at 1)."""
+    return torch.sigmoid(scores - beta * math.log((1.0 - left) / (right - 1.0)))
+
+
+def gate_cdf(
+    y: float | torch.Tensor,
+    scores: torch.Tensor,
+    *,
+    left: float = LEFT,
+    right: float = RIGHT,
+    beta: float = BETA,
+) -> torch.Tensor:
+    """``P(gate <= y)`` for ``y`` in [0, 1], broadcast against ``scores``.
+
+    ``sigmoid(b * logit((y - l) / (r - l)) - S)`` for ``0 <= y < 1`` (at ``y = 0`` this is
+    ``P(gate = 0)``), and 1 at ``y = 1``: the jump at 1 is ``P(gate = 1)``.
+    """
+    y = torch.as_tensor(y, dtype=scores.dtype, device=scores.device)
+    if ((y < 0) | (y > 1)).any():
+        raise ValueError("gate_cdf: y must lie in [0, 1], the range of a hard-concrete gate")
+    x = (y - left) / (right - left)  # the un-stretched value, in (0, 1) for y in [0, 1]
+    cdf = torch.sigmoid(beta * (torch.log(x) - torch.log1p(-x)) - scores)
+    return torch.where(y >= 1, torch.ones_like(cdf), cdf)
+
+
 def expected_l0(
     scores: Sequence[torch.Tensor], *, left: float = LEFT, right: float = RIGHT, beta: float = BETA
 ) -> torch.Tensor:
@@ -100,7 +137,8 @@ class L0(PruningMethod):
     scores = "parameter"
     lam_schedule = "constant"
     default_score_init = L0_INIT
-    chapter = 'planned chapter "L0 regularisation with hard-concrete gates"'
+    chapter = "book/06_l0_regularisation.ipynb"
+    eval_gate = "binary"  # "continuous" only inside continuous_eval()
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -114,6 +152,9 @@ class L0(PruningMethod):
         if layer.training:
             c = self.config
             return sample_gates(layer.scores, left=c.l0_left, right=c.l0_right, beta=c.l0_beta)
+        if self.eval_gate == "continuous":
+            return deterministic_gates(layer.scores, left=self.config.l0_left,
+                                       right=self.config.l0_right)
         return self.mask(layer)
 
     def mask(self, layer) -> torch.Tensor:
@@ -125,3 +166,32 @@ class L0(PruningMethod):
     def penalty(self, scores: Sequence[torch.Tensor]) -> torch.Tensor:
         c = self.config
         return expected_l0(scores, left=c.l0_left, right=c.l0_right, beta=c.l0_beta)
+
+
+@contextmanager
+def continuous_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block, the *evaluation* forward passes of every L0 layer of ``model`` use
+    Louizos' continuous gate ``Mhat = min(1, max(0, (r - l) sigmoid(S) + l))`` (what the
+    authors' code evaluated and exported) instead of mplib's binary ``1[S > 0]``.
+
+    Training forward passes (a sample) are unchanged, and so are ``mask()``, ``bake`` and the
+    sparsity reports, which stay binary. The previous gate is restored on exit, also after an
+    error::
+
+        with continuous_eval(model):
+            logits = model(**batch)          # model.eval(): W * Mhat
+    """
+    layers = [m for m in model.modules() if isinstance(getattr(m, "rule", None), L0)]
+    if not layers:
+        raise ValueError(
+            "continuous_eval: no layer of this model is gated by method 'l0'; wrap it first, "
+            "e.g. mplib.wrap(model, mplib.PruningConfig(method='l0'))"
+        )
+    before = [m.rule.eval_gate for m in layers]
+    try:
+        for m in layers:
+            m.rule.eval_gate = "continuous"
+        yield model
+    finally:
+        for m, gate in zip(layers, before, strict=True):
+            m.rule.eval_gate = gate
