@@ -8,8 +8,8 @@
 Used by mplib's plain loop (:mod:`mplib.lab.train`) and by the ``Trainer`` adapter
 (:mod:`mplib.hf`), so both optimise exactly the same thing.
 
-Taught in: book/03_fine_pruning.ipynb (the loop); the teacher term in planned chapter
-"Schedules and distillation".
+Taught in: book/03_fine_pruning.ipynb (the loop); the teacher term in
+book/07_schedules_and_distillation.ipynb.
 """
 
 from __future__ import annotations

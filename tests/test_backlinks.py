@@ -20,7 +20,6 @@ PLANNED = {
     "Fine-pruning with the Hugging Face Trainer",
     "Reproducing the paper",
     "Scaling out and where the field went",
-    "Schedules and distillation",
 }
 
 TOC_FILES = set(toc()[0])

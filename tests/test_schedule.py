@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from _core_helpers import FAST
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import mplib
-from mplib.schedule import check_schedule, cubic_schedule, progress
+from mplib.schedule import (
+    check_schedule,
+    cubic_schedule,
+    exponential_schedule,
+    linear_schedule,
+    progress,
+)
 
 
 def oracle(t, T, ti, tf, vi, vf):
@@ -196,3 +204,81 @@ def test_pruner_values_follow_the_schedule(sched):
         assert v["tau"] == layer.tau
         assert v["tau"] == pytest.approx(oracle(t, T, ti, tf, 0.0, 0.2), abs=1e-15)
         assert v["lam"] == pytest.approx(3.0 * (1 - oracle(t, T, ti, tf, 1.0, 0.0)), abs=1e-14)
+
+
+# -- contrasts: linear and exponential decay in the same warm-up / cool-down frame ---------------
+
+
+def linear_by_steps(T, ti, tf, vi, vf):
+    """Oracle: start at v_i and add the same increment (v_f - v_i) / span once per pruning step."""
+    span, v, out = T - ti - tf, vi, []
+    for t in range(T + 3):
+        if ti < t <= T - tf:
+            v += (vf - vi) / span
+        out.append(vf if t > T - tf else v)
+    return out
+
+
+def exponential_by_steps(T, ti, tf, vi, vf):
+    """Oracle: start at v_i and multiply by the same factor (v_f / v_i)^(1/span) once per
+    pruning step."""
+    span, v, out = T - ti - tf, vi, []
+    ratio = math.exp(math.log(vf / vi) / span)
+    for t in range(T + 3):
+        if ti < t <= T - tf:
+            v *= ratio
+        out.append(vf if t > T - tf else v)
+    return out
+
+
+positive = st.tuples(st.floats(1e-3, 1), st.floats(1e-3, 1))
+
+
+@FAST
+@given(schedules, st.tuples(st.floats(-5, 5), st.floats(-5, 5)))
+def test_linear_matches_repeated_addition(sched, vals):
+    T, ti, tf = sched
+    want = linear_by_steps(T, ti, tf, *vals)
+    for t in range(T + 3):
+        got = linear_schedule(t, **kw(T, ti, tf, *vals))
+        assert got == pytest.approx(want[t], rel=1e-9, abs=1e-9)
+    assert linear_schedule(ti, **kw(T, ti, tf, *vals)) == vals[0]
+    assert linear_schedule(T - tf, **kw(T, ti, tf, *vals)) == pytest.approx(vals[1], abs=1e-15)
+
+
+@FAST
+@given(schedules, positive)
+def test_exponential_matches_repeated_multiplication(sched, vals):
+    T, ti, tf = sched
+    vi, vf = max(vals), min(vals)
+    want = exponential_by_steps(T, ti, tf, vi, vf)
+    seq = [exponential_schedule(t, **kw(T, ti, tf, vi, vf)) for t in range(T + 3)]
+    for got, w in zip(seq, want, strict=True):
+        assert got == pytest.approx(w, rel=1e-9)
+    # a constant relative rate: every pruning step keeps the same fraction of what was left
+    ratios = [b / a for a, b in zip(seq[ti : T - tf], seq[ti + 1 : T - tf + 1], strict=True)]
+    assert all(r == pytest.approx(ratios[0], rel=1e-9) for r in ratios)
+
+
+def test_three_shapes_share_the_frame_and_differ_inside():
+    T, ti, tf = 100, 10, 20
+    shapes = (cubic_schedule, linear_schedule, exponential_schedule)
+    for f in shapes:
+        assert [f(t, **kw(T, ti, tf)) for t in (0, ti)] == [1.0, 1.0]
+        assert [f(t, **kw(T, ti, tf)) for t in (T - tf + 1, T)] == [0.1, 0.1]
+    mid = ti + (T - ti - tf) // 2  # p = 1/2
+    assert cubic_schedule(mid, **kw(T, ti, tf)) == pytest.approx(0.1 + 0.9 / 8)
+    assert linear_schedule(mid, **kw(T, ti, tf)) == pytest.approx(0.55)
+    assert exponential_schedule(mid, **kw(T, ti, tf)) == pytest.approx(math.sqrt(0.1))
+
+
+@pytest.mark.parametrize("vi,vf", [(0.0, 0.1), (1.0, 0.0), (-1.0, -0.1), (float("nan"), 0.1)])
+def test_exponential_needs_positive_values(vi, vf):
+    with pytest.raises(ValueError, match="must both be > 0.*use cubic_schedule or linear"):
+        exponential_schedule(5, **kw(10, 1, 1, vi, vf))
+
+
+def test_contrasts_guard_the_frame():
+    for f in (linear_schedule, exponential_schedule):
+        with pytest.raises(ValueError, match=r"warmup_steps \+ cooldown_steps"):
+            f(0, **kw(10, 5, 5))

@@ -6,6 +6,9 @@ name holds a hash of the recipe's :data:`TEACHER_FIELDS`, so a changed recipe tr
 teacher) and runs the dense experiment first when it is missing.
 
 Used by: :func:`mplib.lab.runner.run_experiment`.
+
+Taught in: book/07_schedules_and_distillation.ipynb (where a distillation run's teacher
+comes from).
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ the same schedule values, batches and masks, and ends bit-for-bit where an unint
 
 How it trains is a :class:`TrainConfig`; ``train(..., lr=3e-5)`` overrides single fields.
 
-Taught in: book/03_fine_pruning.ipynb (the loop); the teacher term in planned chapter
-"Schedules and distillation".
+Taught in: book/03_fine_pruning.ipynb (the loop); the teacher term in
+book/07_schedules_and_distillation.ipynb.
 """
 
 from __future__ import annotations
