@@ -111,7 +111,10 @@ def make_loaders(
     loaders = {}
     for split, ds in tokenized.items():
         train = split == "train"
-        gen = torch.Generator().manual_seed(seed) if train else None
+        # Every loader owns its generator: iterating one (even an evaluation loader, which does
+        # not shuffle) then never draws from torch's global generator, which drives dropout --
+        # so evaluating during training cannot change the run.
+        gen = torch.Generator().manual_seed(seed)
         if train and world_size > 1:
             sampler = torch.utils.data.DistributedSampler(
                 ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
