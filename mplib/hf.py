@@ -29,7 +29,7 @@ Example::
     )
     trainer.train()
 
-Taught in: planned chapter "Fine-pruning with the Hugging Face Trainer".
+Taught in: book/09_hf_trainer.ipynb.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ import mplib
 # and its title leaves this set.
 PLANNED = {
     "Deploying sparse models",
-    "Fine-pruning with the Hugging Face Trainer",
     "Reproducing the paper",
     "Scaling out and where the field went",
 }
