@@ -18,7 +18,7 @@ that means for it (its ``ddp`` attribute, :mod:`mplib.methods`); the rules are:
 
 Only rank 0 writes result files and checkpoints; every rank evaluates the full split.
 
-Taught in: planned chapter "Scaling out and where the field went".
+Taught in: book/14_scaling_out.ipynb.
 """
 
 from __future__ import annotations

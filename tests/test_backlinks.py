@@ -18,7 +18,6 @@ import mplib
 PLANNED = {
     "Deploying sparse models",
     "Reproducing the paper",
-    "Scaling out and where the field went",
 }
 
 TOC_FILES = set(toc()[0])

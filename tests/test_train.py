@@ -199,3 +199,12 @@ def test_movement_masks_do_not_depend_on_the_score_lr(loaders, scope):
         torch.testing.assert_close(lb.scores, 10 * la.scores, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(la.weight, lb.weight, rtol=0, atol=1e-6)
     assert any(not torch.equal(la.mask(), torch.ones_like(la.mask())) for la in a.layers)
+
+
+@pytest.mark.parametrize("field", ["log_every", "checkpoint_every", "eval_every"])
+def test_step_intervals_must_be_positive(field):
+    from mplib.lab.train import TrainConfig
+
+    with pytest.raises(ValueError, match=f"{field} must be a positive number of steps"):
+        TrainConfig(**{field: 0})
+    assert getattr(TrainConfig(**{field: 3}), field) == 3

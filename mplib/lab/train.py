@@ -93,6 +93,16 @@ class TrainConfig:
     stop_after: int | None = None
     seed: int = 0
 
+    def __post_init__(self):
+        for name in ("log_every", "checkpoint_every", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                off = " (or None: evaluate only at the end)" if name == "eval_every" else (
+                    "; to never checkpoint, use a value above the run's steps" * (
+                        name == "checkpoint_every"))
+                raise ValueError(f"{name} must be a positive number of steps, got {value!r}"
+                                 + off)
+
     def warmup_steps(self, total_steps: int) -> int:
         w = self.warmup
         return int(round(w * total_steps)) if isinstance(w, float) and w < 1 else int(w)
