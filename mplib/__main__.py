@@ -51,10 +51,12 @@ def _parse_set(items: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        words = {"true": True, "false": False, "none": None, "null": None}
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            value = raw
+            # lower-case booleans as in YAML / JSON / shells; anything else stays a string
+            value = words.get(raw.strip().lower(), raw)
         out[key.strip().replace("-", "_")] = value
     return out
 

