@@ -33,7 +33,7 @@ SMvP(v) and L0(v) are interpolated linearly in the remaining fraction between th
 seed's lam grid (``tau`` unset) whose achieved remaining fractions bracket v, as the paper built
 Tables 2-3 (paper.md §5.3); a seed whose grid does not bracket v is not paired.
 
-Taught in: planned chapter "Reproducing the paper".
+Taught in: book/11_reproducing.ipynb.
 """
 
 from __future__ import annotations

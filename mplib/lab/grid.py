@@ -33,7 +33,7 @@ so the CPU is not oversubscribed. Workers draw no progress bars.
 ``python -m mplib grid SPEC [SPEC ...] --output DIR --parallel N [--deadline MIN] [--stop MIN]``
 is the command line; ``results/gpu/README.md`` is how the full-depth grid runs on one GPU.
 
-Taught in: planned chapter "Reproducing the paper"
+Taught in: book/11_reproducing.ipynb and book/14_scaling_out.ipynb
 """
 
 from __future__ import annotations
