@@ -36,7 +36,7 @@ from ..surgery import masked_layers
 __all__ = ["EDGES", "FIELDS", "SAMPLE", "mask_anatomy", "snapshot"]
 
 EDGES = torch.linspace(-0.3, 0.3, 61).tolist()
-"""Bin edges of the weight histograms: 60 bins of width 0.01 on [-0.3, 0.3]."""
+"""The bin edges of the weight histograms (60 bins of width 0.01 on [-0.3, 0.3])."""
 
 SAMPLE = 1000
 """Entries of one matrix recorded for the score-versus-weight scatter."""
