@@ -360,4 +360,5 @@ def load_shrunk(path, model: nn.Module | None = None) -> nn.Module:
     return model.eval()
 
 
-__all__ = ["LAYOUTS", "blocks", "keep_linear", "load_shrunk", "save_shrunk", "shrink_model"]
+__all__ = ["LAYOUTS", "Layout", "blocks", "keep_linear", "load_shrunk", "save_shrunk",
+           "shrink_model"]
