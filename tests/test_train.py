@@ -28,7 +28,9 @@ def test_dense_loop_learns_the_toy_task(loaders):
                  progress=False)
     after = evaluate(model, loaders["validation"])
     assert set(before) == {"accuracy", "loss", "examples"}
-    assert after["loss"] < before["loss"] and after["accuracy"] >= 0.9
+    # learning, not a lucky split: the loss falls by a third and most examples are right (which
+    # examples flip near the boundary depends on the dropout stream)
+    assert after["loss"] < 0.67 * before["loss"] and after["accuracy"] >= 0.8
     assert [r["step"] for r in hist["log"]] == [16, 32, 48, 64]
     assert hist["eval"][-1]["accuracy"] == after["accuracy"]
 
