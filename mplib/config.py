@@ -60,7 +60,7 @@ class PruningConfig:
             ``-sum_t W*grad_W``, no straight-through: SparseML's "movement") and ``snip``
             (``sum_t |W*grad_W|``); the structured methods ``block_movement``,
             ``neuron_movement`` and ``head_movement`` (Top_v over one score per block, row or
-            column, head; planned chapter "Deploying sparse models").
+            column, head; book/13_deploying.ipynb).
         keep_ratio: final fraction of weights kept, in (0, 1]. Required by the Top_v methods
             (magnitude, movement, random, accumulated_movement, snip); an error for the others,
             whose sparsity comes from ``tau``/``lam``.

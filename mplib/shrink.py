@@ -29,7 +29,7 @@ skeleton to them and checks every key and shape before loading (``ValueError`` n
 Supported: BERT-like encoders (BERT, RoBERTa, ELECTRA, MiniLM: ``attention.self.query`` ...)
 and DistilBERT.
 
-Taught in: planned chapter "Deploying sparse models".
+Taught in: book/13_deploying.ipynb.
 """
 
 from __future__ import annotations

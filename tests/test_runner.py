@@ -95,6 +95,31 @@ def test_distillation_trains_the_teacher_once_and_reuses_it(tiny):
     assert (where / "teacher.json").stat().st_mtime_ns == stamp
 
 
+def test_structured_options_reach_the_method_and_name_the_run(tiny):
+    """head_size / block_size travel from RunSpec to PruningConfig and into the file name; a
+    head_movement run keeps whole heads (tiny BERT: 2 heads of width 8)."""
+    res = run_experiment(RunSpec(task=tiny["task"], method="head_movement", keep_ratio=0.5,
+                                 head_size=8), "tiny", output=tiny["out"],
+                         cache_dir=tiny["cache"], progress=False)
+    assert res["run_id"] == "tiny-toy-head_movement-keep0.5-head8-seed0"
+    assert (tiny["out"] / f"{res['run_id']}.json").exists()
+    assert res["config"]["head_size"] == 8 and res["spec"]["head_size"] == 8
+    assert res["anatomy"] is None  # no per-weight scores to sample
+    for name, kept in res["remaining"]["per_matrix"].items():
+        if name.endswith("attention.self.value"):  # 16x16, one head of 8 rows kept of 2
+            assert kept == 0.5, (name, kept)
+    assert RunSpec(method="block_movement", keep_ratio=0.5, block_size=[4, 2]).run_id("ci") == \
+        "ci-rt-block_movement-keep0.5-block4x2-seed0"
+    assert RunSpec(method="block_movement", keep_ratio=0.5,
+                   block_size=4).pruning_config().block_size == (4, 4)
+    with pytest.raises(ValueError, match="needs head_size"):
+        RunSpec(method="head_movement", keep_ratio=0.5).pruning_config()
+    with pytest.raises(ValueError, match="does not use head_size"):
+        RunSpec(method="movement", keep_ratio=0.5, head_size=8).pruning_config()
+    with pytest.raises(ValueError, match="does not prune"):
+        RunSpec(method="dense", head_size=8).pruning_config()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--method", "movement"], "needs keep_ratio"),
     (["--method", "soft_movement", "--keep-ratio", "0.1"], "does not take keep_ratio"),
@@ -188,3 +213,28 @@ def test_a_killed_cli_run_resumes_to_the_same_result(tiny, tmp_path):
     assert got["resumed_from"] and got["resumed_from"] % 5 == 0
     assert got["metrics"] == want["metrics"] and got["remaining"] == want["remaining"]
     assert got["history"] == want["history"]
+
+
+def test_evaluating_during_training_does_not_change_the_run(tiny, tmp_path):
+    """eval_every is not part of a run id, so it must not change what the run computes: the
+    evaluation loaders draw their worker seed from their own generator, not torch's global one
+    (which also drives dropout)."""
+    results = []
+    for i, extra in enumerate(([], ["--set", "eval_every=2"])):
+        out = tmp_path / f"out{i}"
+        assert main(["run", "--task", tiny["task"], "--profile", "tiny", "--output", str(out),
+                     "--cache-dir", str(tiny["cache"]), "--no-progress", "--method", "movement",
+                     "--keep-ratio", "0.25", *extra]) == 0
+        (path,) = out.glob("*.json")
+        results.append(json.loads(path.read_text()))
+    plain, evaluated = results
+    assert evaluated["eval_history"] and not plain["eval_history"]
+    assert [h["loss"] for h in plain["history"]] == [h["loss"] for h in evaluated["history"]]
+    assert plain["metrics"] == evaluated["metrics"]
+
+
+def test_set_reads_lowercase_booleans_like_python_literals():
+    from mplib.__main__ import _parse_set
+
+    assert _parse_set(["freeze_embeddings=true", "a=False", "b=none", "pooling=mean", "lr=3e-4"]) \
+        == {"freeze_embeddings": True, "a": False, "b": None, "pooling": "mean", "lr": 3e-4}

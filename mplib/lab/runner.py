@@ -48,7 +48,7 @@ from .spec import NOT_IN_RUN_ID, RunSpec, result_path, task_slug
 from .teachers import TEACHER_FIELDS, load_teacher, save_teacher, teacher_dir
 from .train import TrainConfig
 
-RESULT_SCHEMA = 2  # 2: adds "anatomy" (mplib.lab.anatomy); 1 lacks it
+RESULT_SCHEMA = 2  # 2: adds "anatomy" (mplib.lab.anatomy; None for dense and structured runs)
 __all__ = ["NOT_IN_RUN_ID", "RESULT_KEYS", "RESULT_SCHEMA", "TEACHER_FIELDS", "RunSpec", "Setup",
            "broadcast", "build_loaders", "load_teacher", "prepare", "result_path",
            "run_experiment", "schedule_steps", "task_slug", "teacher_dir", "train_config"]
@@ -140,6 +140,14 @@ def train_config(profile: Profile, **overrides) -> TrainConfig:
     return TrainConfig(**fields_)
 
 
+def _per_weight_scores(model: torch.nn.Module) -> bool:
+    """True when every masked layer has no scores or one score per weight."""
+    from ..surgery import masked_layers
+
+    return all(lay.scores is None or lay.scores.shape == lay.weight.shape
+               for lay in masked_layers(model).values())
+
+
 def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="results/runs",
                    cache_dir="results/cache", progress: bool = True, resume: bool = True,
                    skip_existing: bool = True) -> dict:
@@ -198,7 +206,10 @@ def run_experiment(spec: RunSpec, profile: Profile | str = "ci", *, output="resu
         remaining["per_layer"] = {str(k): v for k, v in rep["per_layer"].items()}
         remaining["per_matrix"] = rep["per_matrix"]
         sched = dict(final=pruner.values_at(total - 1))
-        anatomy = mask_anatomy(model, pretrained, seed=spec.seed)
+        # mask_anatomy samples scores at weight positions: structured methods (one score per
+        # block / head / neuron) have no per-weight score, so their runs record no anatomy
+        anatomy = (mask_anatomy(model, pretrained, seed=spec.seed)
+                   if _per_weight_scores(model) else None)
     else:  # dense: nothing pruned
         remaining = {"global": 1.0, "per_layer": None, "per_group": None,
                      "of_all_parameters": 1.0,

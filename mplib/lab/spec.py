@@ -1,8 +1,9 @@
 """What one run is and what its result file is called.
 
-A :class:`RunSpec` is (task, method, keep_ratio / tau / lam, scope, distillation, seed) plus the
-profile fields the run changes; its :meth:`~RunSpec.run_id` is the result file's name:
-``<profile>-<task>-<method>[-keep<v>][-tau<t>][-lam<l>][-global][-distil]-seed<s>[+<field><value>...]``.
+A :class:`RunSpec` is (task, method, keep_ratio / tau / lam, scope, the structured methods'
+``head_size`` / ``block_size``, distillation, seed) plus the profile fields the run changes; its
+:meth:`~RunSpec.run_id` is the result file's name:
+``<profile>-<task>-<method>[-keep<v>][-tau<t>][-lam<l>][-head<d>][-block<r>x<c>][-global][-distil]-seed<s>[+<field><value>...]``.
 
 Used by: :mod:`mplib.lab.runner`, :mod:`mplib.lab.sweeps`, :mod:`mplib.lab.probes`.
 """
@@ -35,6 +36,9 @@ class RunSpec:
         task: ``"rt"``, ``"bbc"`` or any name :func:`mplib.lab.data.load_task` accepts.
         method: a :data:`mplib.METHODS` name, or ``"dense"`` (fine-tuning, no pruning).
         keep_ratio, tau, lam, scope: as in :class:`mplib.PruningConfig`.
+        head_size, block_size: the structured methods' options, as in
+            :class:`mplib.PruningConfig` (``head_movement`` needs ``head_size``: 32 for
+            all-MiniLM-L6-v2; ``block_movement`` needs ``block_size``).
         distill: distil from the cached dense teacher (alpha_distil 0.9, alpha_task 0.1, T 2).
         seed: seeds the head, dropout, data order, training subsample and random scores.
         overrides: profile fields changed for this run (e.g. ``{"epochs": 8}``).
@@ -46,6 +50,8 @@ class RunSpec:
     tau: float | None = None
     lam: float | None = None
     scope: str = "local"
+    head_size: int | None = None
+    block_size: int | tuple[int, int] | list[int] | None = None
     distill: bool = False
     seed: int = 0
     overrides: dict = field(default_factory=dict)
@@ -54,7 +60,8 @@ class RunSpec:
         """The validated :class:`mplib.PruningConfig` (None for ``dense``); errors say what is
         wrong."""
         if self.method == "dense":
-            given = [k for k in ("keep_ratio", "tau", "lam") if getattr(self, k) is not None]
+            given = [k for k in ("keep_ratio", "tau", "lam", "head_size", "block_size")
+                     if getattr(self, k) is not None]
             if given or self.scope != "local":
                 raise ValueError(f"method 'dense' does not prune, so {given or ['scope']} "
                                  "does not apply")
@@ -62,8 +69,10 @@ class RunSpec:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose dense or one of "
                              f"{sorted(METHODS)}")
+        block = tuple(self.block_size) if isinstance(self.block_size, list) else self.block_size
         return PruningConfig(method=self.method, keep_ratio=self.keep_ratio, tau=self.tau,
-                             lam=self.lam, scope=self.scope, seed=self.seed)
+                             lam=self.lam, scope=self.scope, seed=self.seed,
+                             head_size=self.head_size, block_size=block)
 
     def run_id(self, profile_name: str) -> str:
         """The run's name at ``profile_name``, which is also its result file's name."""
@@ -72,6 +81,12 @@ class RunSpec:
             v = getattr(self, key)
             if v is not None:
                 parts.append(f"{ {'keep_ratio': 'keep'}.get(key, key)}{v:g}")
+        if self.head_size is not None:
+            parts.append(f"head{self.head_size}")
+        if self.block_size is not None:
+            b = self.block_size
+            parts.append("block" + ("x".join(str(x) for x in b) if isinstance(b, (list, tuple))
+                                    else f"{b}x{b}"))
         if self.scope != "local":
             parts.append(self.scope)
         if self.distill:

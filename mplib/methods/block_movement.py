@@ -13,7 +13,7 @@ here ``S`` goes through the same Top_v as :mod:`~mplib.methods.movement`, so exa
 not faster on its own: the speed comes when whole heads or neurons end up empty and are removed
 (:mod:`mplib.shrink`; measured by ``bench/bench_structured_speed.py``).
 
-Taught in: planned chapter "Deploying sparse models".
+Taught in: book/13_deploying.ipynb.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class BlockMovement(CoarseTopV):
 
     name = "block_movement"
     options = ("block_size",)
-    chapter = 'planned chapter "Deploying sparse models"'
+    chapter = "book/13_deploying.ipynb"
 
     @classmethod
     def check_config(cls, config) -> None:

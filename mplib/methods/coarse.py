@@ -30,7 +30,7 @@ Group shapes are given in the ``(out, in)`` orientation of ``nn.Linear``; GPT-2'
 Only local selection (Top_v inside each matrix) is supported: groups of different matrices
 have different sizes, so one global Top_v over them would not count weights.
 
-Taught in: planned chapter "Deploying sparse models".
+Taught in: book/13_deploying.ipynb.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ the output bias); a head pruned in query/key only stays.
 ``head_size`` is required (hidden size / number of heads: 64 in BERT-base, 32 in
 all-MiniLM-L6-v2).
 
-Taught in: planned chapter "Deploying sparse models".
+Taught in: book/13_deploying.ipynb.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class HeadMovement(CoarseTopV):
 
     name = "head_movement"
     options = ("head_size",)
-    chapter = 'planned chapter "Deploying sparse models"'
+    chapter = "book/13_deploying.ipynb"
 
     @classmethod
     def check_config(cls, config) -> None:

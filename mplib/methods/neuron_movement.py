@@ -19,7 +19,7 @@ column, folded into the next bias by :func:`mplib.shrink.shrink_model`), so only
 *both* sides survive removal: at most ``ceil(v G)``, exactly that once the sides agree, and
 weights kept on one side only are budget spent for nothing (measured in tests/test_shrink.py).
 
-Taught in: planned chapter "Deploying sparse models".
+Taught in: book/13_deploying.ipynb.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class NeuronMovement(CoarseTopV):
     """``M = E(Top_v(S))`` over rows (columns for attention/FFN out), straight-through."""
 
     name = "neuron_movement"
-    chapter = 'planned chapter "Deploying sparse models"'
+    chapter = "book/13_deploying.ipynb"
 
     def group_for(self, shape, name):
         return neuron_group(shape, name)
